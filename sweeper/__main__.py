@@ -1,0 +1,5 @@
+"""``python -m sweeper``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""What a blob of image bytes is: format, size, digest (Pillow reads only the header)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+_MIME_BY_FORMAT = {
+    "PNG": ("image/png", "png"),
+    "JPEG": ("image/jpeg", "jpg"),
+    "WEBP": ("image/webp", "webp"),
+    "GIF": ("image/gif", "gif"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """Facts about image bytes that go into the result record."""
+
+    mime_type: str
+    extension: str
+    width: int
+    height: int
+    size: int
+    sha256: str
+
+
+def inspect_image(data: bytes) -> ImageInfo:
+    """Identify ``data``; raise ValueError when it is not an image we can store."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            fmt = image.format or ""
+            width, height = image.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"not a readable image ({e})") from None
+    if fmt not in _MIME_BY_FORMAT:
+        raise ValueError(f"unsupported image format {fmt or 'unknown'}")
+    mime_type, extension = _MIME_BY_FORMAT[fmt]
+    return ImageInfo(
+        mime_type=mime_type,
+        extension=extension,
+        width=width,
+        height=height,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )

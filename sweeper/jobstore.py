@@ -1,0 +1,159 @@
+"""Every Redis operation of a sweep: scan, peek, claim, progress, finish, release.
+
+Reads are batched per window (one round trip for a few hundred ids), writes
+go through :class:`ScriptBatcher`, and every write that changes a job checks
+the caller's lease token inside Lua (see :mod:`sweeper.scripts`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from enqueue_client.keys import Keys
+from enqueue_client.records import ResultRecord
+
+from . import scripts
+from .batcher import ScriptBatcher
+
+# Records up to this size come back with the window read; larger ones (inline
+# input images) are fetched one by one when claimed, to bound memory.
+INLINE_RECORD_LIMIT = 256 * 1024
+
+MISSING, RECORD, LARGE, WRONG_TYPE = 0, 1, 2, 3
+
+
+@dataclass(slots=True)
+class Peeked:
+    """One id as read from the window: its raw record (if small) and first-seen time."""
+
+    job_id: str
+    kind: int
+    payload: str
+    first_seen_ms: int
+
+
+@dataclass(slots=True)
+class Claimed:
+    """What a claim returns for one job: earlier results and attempt counters."""
+
+    job_id: str
+    result_json: str | None
+    attempts: dict[str, int] = field(default_factory=dict)
+    record_json: str | None = None
+
+
+class JobStore:
+    """The sweeper's view of Redis, for one sweep (one lease token)."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, token: str, lease_seconds: float) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.token = token
+        self.lease_ms = int(lease_seconds * 1000)
+        self.batcher = ScriptBatcher(redis)
+        self._peek = redis.register_script(scripts.PEEK_RECORDS)
+        self._claim = redis.register_script(scripts.CLAIM)
+        self._progress = redis.register_script(scripts.PROGRESS)
+        self._finish = redis.register_script(scripts.FINISH)
+        self._release = redis.register_script(scripts.RELEASE)
+        self._count = redis.register_script(scripts.COUNT_ATTEMPT)
+
+    # -- reading --------------------------------------------------------------
+
+    async def scan(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        """One SSCAN step over the pending set."""
+        next_cursor, ids = await self.redis.sscan(self.keys.pending_set, cursor, count=count)
+        return int(next_cursor), [str(i) for i in ids]
+
+    async def load_cursor(self) -> int:
+        """Where the previous sweep's scan stopped (0 = from the start)."""
+        value = await self.redis.get(self.keys.scan_cursor)
+        return int(value) if value and str(value).isdigit() else 0
+
+    async def save_cursor(self, cursor: int) -> None:
+        """Remember the scan position so the next sweep goes on from there."""
+        await self.redis.set(self.keys.scan_cursor, cursor)
+
+    async def peek(self, job_ids: list[str], now_ms: int | None = None) -> list[Peeked]:
+        """Read a window of records in one round trip."""
+        if not job_ids:
+            return []
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        keys = [self.keys.first_seen, *(self.keys.record(i) for i in job_ids)]
+        args: list[Any] = [now_ms, INLINE_RECORD_LIMIT, *job_ids]
+        rows = await self._peek(keys=keys, args=args)
+        return [
+            Peeked(job_id, int(kind), str(payload), _int(seen))
+            for job_id, (kind, payload, seen) in zip(job_ids, rows, strict=True)
+        ]
+
+    # -- claiming -------------------------------------------------------------
+
+    async def claim(self, job_ids: list[str], fetch_record: set[str]) -> list[Claimed]:
+        """Lease every id still pending and free; return only the ones won."""
+        if not job_ids:
+            return []
+        keys: list[str] = [self.keys.pending_set]
+        args: list[Any] = [self.token, self.lease_ms]
+        for job_id in job_ids:
+            keys += [
+                self.keys.lease(job_id),
+                self.keys.result(job_id),
+                self.keys.attempts(job_id),
+                self.keys.record(job_id),
+            ]
+            args += [job_id, "1" if job_id in fetch_record else "0"]
+        rows = await self._claim(keys=keys, args=args)
+        won = []
+        for job_id, (ok, result_json, attempts, record) in zip(job_ids, rows, strict=True):
+            if int(ok) != 1:
+                continue
+            pairs = list(attempts or [])
+            counters = {str(pairs[i]): _int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+            won.append(Claimed(job_id, result_json or None, counters, record or None))
+        return won
+
+    # -- writing (all fenced by the lease token, all batched) -----------------
+
+    async def progress(self, job_id: str, result: ResultRecord) -> bool:
+        """Store the result so far and renew the lease; False if the lease was lost."""
+        keys = [self.keys.lease(job_id), self.keys.result(job_id)]
+        reply = await self.batcher.run(
+            self._progress, keys, [self.token, result.to_json(), self.lease_ms]
+        )
+        return int(reply) == 1
+
+    async def finish(self, job_id: str, result: ResultRecord) -> bool:
+        """End the job atomically (result, pending set, record, failed set); False if not ours."""
+        keys = [
+            self.keys.lease(job_id),
+            self.keys.result(job_id),
+            self.keys.pending_set,
+            self.keys.record(job_id),
+            self.keys.failed_set,
+            self.keys.attempts(job_id),
+            self.keys.first_seen,
+        ]
+        args = [self.token, job_id, result.to_json(), result.status]
+        return int(await self.batcher.run(self._finish, keys, args)) == 1
+
+    async def release(self, job_id: str) -> bool:
+        """Give the job back for the next sweep."""
+        reply = await self.batcher.run(self._release, [self.keys.lease(job_id)], [self.token])
+        return int(reply) == 1
+
+    async def count_attempt(self, job_id: str, counter: str) -> int:
+        """Add one to an attempt counter; -1 if the lease was lost."""
+        keys = [self.keys.lease(job_id), self.keys.attempts(job_id)]
+        return int(await self.batcher.run(self._count, keys, [self.token, counter]))
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,190 @@
+"""The one retry policy for image calls (tenacity underneath).
+
+* Transient errors are retried with exponential backoff and jitter, waiting at
+  least what the server asked for (``Retry-After`` or ``RetryInfo.retryDelay``).
+* A 429 pauses every call of the sweep through a shared :class:`RateGate`, so a
+  quota storm is not answered by each task hammering on its own.
+* Attempts count across sweeps (``attempts_before``); once ``max_attempts`` is
+  reached the slot fails for good with the last reason.
+* Nothing waits past the budget: a call that could not finish, or a wait that
+  would end too late, raises :class:`Deferred`, which spends no attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
+from .budget import Budget, CallTimer, Clock
+from .errors import AttemptsExhausted, Deferred, GenerationError, QuotaExhausted, TransientError
+
+T = TypeVar("T")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def parse_retry_delay(details: list[Any]) -> float | None:
+    """Seconds from a ``google.rpc.RetryInfo`` detail (``"retryDelay": "53s"``)."""
+    for detail in details:
+        if isinstance(detail, dict) and "RetryInfo" in str(detail.get("@type", "")):
+            match = _DURATION.match(str(detail.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class RateGate:
+    """Shared pause: while the API asked us to back off, no call of the sweep starts."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
+        self.until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        """Hold every call for ``seconds`` from now (never shortens a longer pause)."""
+        self.until = max(self.until, self.clock() + seconds)
+
+    def delay(self) -> float:
+        """Seconds until calls may start again."""
+        return max(0.0, self.until - self.clock())
+
+    async def wait(self) -> None:
+        """Sleep until the pause is over (re-checked: another 429 may extend it)."""
+        while (delay := self.delay()) > 0:  # noqa: ASYNC110 - the pause is a deadline, not an event
+            await asyncio.sleep(delay)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Backoff shape: ``initial * 2**n`` capped at ``maximum``, plus up to ``jitter`` seconds."""
+
+    max_attempts: int = 5
+    initial: float = 1.0
+    maximum: float = 30.0
+    jitter: float = 1.0
+    call_timeout: float = 120.0
+
+    def backoff(self, failures: int) -> float:
+        """The wait after the ``failures``-th failed attempt of this sweep."""
+        base: float = min(self.maximum, self.initial * 2.0 ** max(0, failures - 1))
+        return base + random.uniform(0, self.jitter)
+
+
+FailureHook = Callable[[GenerationError, int], Awaitable[None]]
+RetryHook = Callable[[GenerationError, int, float], None]
+
+
+async def call_with_retry(
+    call: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    budget: Budget,
+    timer: CallTimer,
+    gate: RateGate,
+    attempts_before: int = 0,
+    on_failure: FailureHook | None = None,
+    on_retry: RetryHook | None = None,
+) -> T:
+    """Run ``call`` under the policy; see the module docstring for the rules."""
+
+    async def attempt() -> T:
+        await _wait_for_gate(gate, budget, timer)
+        if budget.working_remaining() < timer.estimate:
+            raise Deferred("budget too short to start another call")
+        started = budget.clock()
+        try:
+            async with asyncio.timeout(policy.call_timeout):
+                result = await call()
+        except TimeoutError:
+            error: GenerationError = TransientError(f"no reply within {policy.call_timeout:g}s")
+        except TransientError as e:
+            error = e
+        else:
+            timer.observe(budget.clock() - started)
+            return result
+        timer.observe(budget.clock() - started)
+        if isinstance(error, QuotaExhausted) and error.retry_after:
+            gate.pause(error.retry_after)
+        if on_failure is not None:
+            await on_failure(error, attempts_before + _attempt_number())
+        raise error
+
+    # tenacity's attempt number, visible to attempt() through this cell.
+    state: dict[str, int] = {"n": 0}
+
+    def _attempt_number() -> int:
+        return state["n"]
+
+    def before(retry_state: RetryCallState) -> None:
+        state["n"] = retry_state.attempt_number
+
+    def wait(retry_state: RetryCallState) -> float:
+        error = _error_of(retry_state)
+        server = error.retry_after if isinstance(error, TransientError) else None
+        return max(server or 0.0, policy.backoff(retry_state.attempt_number), gate.delay())
+
+    def stop(retry_state: RetryCallState) -> bool:
+        if attempts_before + retry_state.attempt_number >= policy.max_attempts:
+            return True
+        return retry_state.upcoming_sleep + timer.estimate > budget.working_remaining()
+
+    def give_up(retry_state: RetryCallState) -> T:
+        error = _error_of(retry_state)
+        total = attempts_before + retry_state.attempt_number
+        if total >= policy.max_attempts:
+            raise AttemptsExhausted(f"gave up after {total} attempts: {error.reason}") from error
+        raise Deferred(f"left for the next sweep: {error.reason}") from error
+
+    def after(retry_state: RetryCallState) -> None:
+        if on_retry is not None:
+            on_retry(_error_of(retry_state), retry_state.attempt_number, retry_state.upcoming_sleep)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(TransientError),
+        wait=wait,
+        stop=stop,
+        before=before,
+        before_sleep=after,
+        retry_error_callback=give_up,
+        reraise=True,
+    )
+    result: T = await retrying(attempt)
+    return result
+
+
+async def _wait_for_gate(gate: RateGate, budget: Budget, timer: CallTimer) -> None:
+    delay = gate.delay()
+    if delay <= 0:
+        return
+    if delay + timer.estimate > budget.working_remaining():
+        raise Deferred(f"API asked to wait {delay:.0f}s, longer than the budget left")
+    await gate.wait()
+
+
+def _error_of(retry_state: RetryCallState) -> GenerationError:
+    outcome = retry_state.outcome
+    error = outcome.exception() if outcome is not None else None
+    if isinstance(error, GenerationError):
+        return error
+    return TransientError(repr(error))

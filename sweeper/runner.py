@@ -1,0 +1,90 @@
+"""Wire settings to the parts and run one sweep (what ``sweep --once`` calls)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .budget import Budget
+from .connection import open_redis
+from .generators import Generator, make_generator
+from .jobstore import JobStore
+from .retry import RetryPolicy
+from .settings import Settings
+from .storage import Storage, open_storage
+from .sweep import Sweep, SweepSummary, new_token
+
+log = logging.getLogger("sweeper")
+
+RUN_HISTORY = 100
+
+
+async def run_once(
+    settings: Settings,
+    *,
+    budget: Budget | None = None,
+    generator: Generator | None = None,
+    storage: Storage | None = None,
+    policy: RetryPolicy | None = None,
+) -> SweepSummary:
+    """Connect, sweep once within the budget, record the run, close everything."""
+    budget = budget or Budget.from_process_start(settings.time_budget_seconds)
+    async with open_redis(settings) as redis:
+        return await sweep_with(
+            redis, settings, budget=budget, generator=generator, storage=storage, policy=policy
+        )
+
+
+async def sweep_with(
+    redis: Redis,
+    settings: Settings,
+    *,
+    budget: Budget,
+    generator: Generator | None = None,
+    storage: Storage | None = None,
+    policy: RetryPolicy | None = None,
+) -> SweepSummary:
+    """One sweep on an open connection (``serve`` reuses its connection)."""
+    store = JobStore(redis, settings.keys, token=new_token(), lease_seconds=settings.lease_seconds)
+    own_generator = generator is None
+    generator = generator or make_generator(settings)
+    storage = storage or open_storage(settings.storage_url, settings.public_base_url)
+    sweep = Sweep(
+        store,
+        generator,
+        storage,
+        budget=budget,
+        policy=policy or policy_from(settings),
+        concurrency=settings.concurrency,
+        default_model=settings.gemini_model,
+    )
+    try:
+        summary = await sweep.run()
+    finally:
+        if own_generator:
+            await generator.aclose()
+    log.info("sweep finished", extra={"event": "sweep_finished", **summary.as_dict()})
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(settings.keys.runs, json.dumps(summary.as_dict()))
+            pipe.ltrim(settings.keys.runs, 0, RUN_HISTORY - 1)
+            await pipe.execute()
+    except RedisError as e:
+        log.warning(
+            "could not record the run summary", extra={"event": "history_error", "reason": str(e)}
+        )
+    return summary
+
+
+def policy_from(settings: Settings) -> RetryPolicy:
+    """The retry policy the settings describe."""
+    return RetryPolicy(
+        max_attempts=settings.max_attempts,
+        initial=settings.retry_initial_seconds,
+        maximum=settings.retry_max_seconds,
+        jitter=min(1.0, settings.retry_initial_seconds),
+        call_timeout=settings.call_timeout_seconds,
+    )

@@ -1,0 +1,110 @@
+"""Lua scripts, one constant each, every key passed in KEYS (never built in Lua).
+
+They make each state change atomic and *fenced*: a write happens only while
+the writer's lease token is still the one in Redis, so a slow sweep whose
+lease expired and was taken over cannot overwrite the new owner's work.
+"""
+
+from __future__ import annotations
+
+# Read a window of records without pulling huge ones over the wire, and note
+# when each id was first seen (the default ``timestamp``).
+# KEYS: first_seen_hash, record_1 .. record_n
+# ARGV: now_ms, inline_limit_bytes, id_1 .. id_n
+# Returns per id: {kind, payload, first_seen_ms}; kind 0 missing, 1 record
+# (payload = JSON), 2 large (payload = byte length; fetched at claim), 3 wrong
+# Redis type (payload = type name).
+PEEK_RECORDS = """
+local out = {}
+for i = 2, #KEYS do
+  local id = ARGV[i + 1]
+  redis.call('HSETNX', KEYS[1], id, ARGV[1])
+  local seen = redis.call('HGET', KEYS[1], id)
+  local kind = redis.call('TYPE', KEYS[i]).ok
+  if kind == 'none' then
+    out[#out + 1] = {0, '', seen}
+  elseif kind ~= 'string' then
+    out[#out + 1] = {3, kind, seen}
+  else
+    local len = redis.call('STRLEN', KEYS[i])
+    if len > tonumber(ARGV[2]) then
+      out[#out + 1] = {2, tostring(len), seen}
+    else
+      out[#out + 1] = {1, redis.call('GET', KEYS[i]), seen}
+    end
+  end
+end
+return out
+"""
+
+# Claim jobs that are still pending and not leased; return what resuming needs.
+# KEYS: pending_set, then per job: lease, result, attempts, record
+# ARGV: token, lease_ms, then per job: id, fetch_record (1 or 0)
+# Returns per job: {claimed (1/0), result JSON or false, attempts hash, record or false}
+CLAIM = """
+local out = {}
+local n = 0
+for i = 2, #KEYS, 4 do
+  local id = ARGV[3 + n * 2]
+  local fetch = ARGV[4 + n * 2]
+  n = n + 1
+  if redis.call('SISMEMBER', KEYS[1], id) == 1
+      and redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    local record = false
+    if fetch == '1' and redis.call('TYPE', KEYS[i + 3]).ok == 'string' then
+      record = redis.call('GET', KEYS[i + 3])
+    end
+    out[#out + 1] = {1, redis.call('GET', KEYS[i + 1]) or false,
+                     redis.call('HGETALL', KEYS[i + 2]), record}
+  else
+    out[#out + 1] = {0, false, {}, false}
+  end
+end
+return out
+"""
+
+# Write the result record while still owning the job, and renew the lease.
+# KEYS: lease, result
+# ARGV: token, result_json, lease_ms
+PROGRESS = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# End a job (completed, partial, failed or quarantined) in one atomic step.
+# KEYS: lease, result, pending_set, record, failed_set, attempts, first_seen
+# ARGV: token, id, result_json, status
+FINISH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('SREM', KEYS[3], ARGV[2])
+if ARGV[4] == 'completed' then
+  redis.call('DEL', KEYS[4])
+  redis.call('SREM', KEYS[5], ARGV[2])
+else
+  redis.call('SADD', KEYS[5], ARGV[2])
+end
+redis.call('DEL', KEYS[6])
+redis.call('HDEL', KEYS[7], ARGV[2])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# Give a job back (the sweep ends with work left); only the owner may.
+# KEYS: lease
+# ARGV: token
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Count one attempt (field ``job`` for a sweep starting the job, ``<key>#<n>``
+# for a failed call), only while owning the job.
+# KEYS: lease, attempts
+# ARGV: token, field
+COUNT_ATTEMPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+return redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+"""
