@@ -50,6 +50,7 @@ class Settings(BaseSettings):
         env_file=".env",
         extra="ignore",
         validate_default=True,
+        validate_by_name=True,  # tests and code may pass api_key=...
     )
 
     redis_url: SecretStr | None = None

@@ -98,7 +98,6 @@ class Sweep:
         self.default_model = default_model
         self.window = window
         self.now: Now = now or (lambda: datetime.now(UTC))
-        self.claim_batch = min(512, max(32, concurrency * 4))
         self.timer = CallTimer()
         self.gate = RateGate(budget.clock)
         self.jobs: list[Job] = []
@@ -158,17 +157,26 @@ class Sweep:
     # -- feeding --------------------------------------------------------------
 
     async def _feed(self) -> None:
-        async for batch in self._batches():
-            if not self._can_start_work():
-                return
-            await self._claim(batch)
+        """Claim just ahead of the workers: only as many jobs as the queue has room for.
+
+        Claiming more would hold leases on jobs this sweep cannot start soon,
+        starving a concurrent sweep that could.
+        """
+        async for window in self._windows():
+            i = 0
+            while i < len(window):
+                if not self._can_start_work():
+                    return
+                room = max(1, self._queue.maxsize - self._queue.qsize())
+                await self._claim(window[i : i + room])
+                i += room
 
     def _can_start_work(self) -> bool:
         room = self.budget.working_remaining() - self.timer.estimate
         return room > 0 and room > self.gate.delay()
 
-    async def _batches(self) -> AsyncIterator[list[Candidate]]:
-        """Ordered batches of candidates, one window of the pending set at a time."""
+    async def _windows(self) -> AsyncIterator[list[Candidate]]:
+        """Windows of the pending set, each ordered by priority then newest timestamp."""
         cursor = start = await self.store.load_cursor()
         wrapped = False
         seen: set[str] = set()
@@ -181,9 +189,7 @@ class Sweep:
                 if cursor == 0:
                     break
             if ids:
-                window = order([candidate_from(p) for p in await self.store.peek(ids)])
-                for i in range(0, len(window), self.claim_batch):
-                    yield window[i : i + self.claim_batch]
+                yield order([candidate_from(p) for p in await self.store.peek(ids)])
             await self.store.save_cursor(cursor)
             if cursor == 0:
                 if start == 0 or wrapped:
