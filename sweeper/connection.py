@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from .embedded import EmbeddedRedis
 from .errors import RedisUnavailable
+from .fastpack import use_hiredis_packing
 from .settings import Settings, mask_url
 
 
@@ -34,6 +35,7 @@ async def open_redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
         socket_connect_timeout=5,
         socket_timeout=30,
     )
+    use_hiredis_packing(client)
     try:
         try:
             await client.ping()

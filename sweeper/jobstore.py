@@ -55,6 +55,7 @@ class JobStore:
         self.token = token
         self.lease_ms = int(lease_seconds * 1000)
         self.batcher = ScriptBatcher(redis)
+        self.reads = 0  # round trips outside the batcher (scan, peek, claim, cursor)
         self._peek = redis.register_script(scripts.PEEK_RECORDS)
         self._claim = redis.register_script(scripts.CLAIM)
         self._progress = redis.register_script(scripts.PROGRESS)
@@ -62,20 +63,29 @@ class JobStore:
         self._release = redis.register_script(scripts.RELEASE)
         self._count = redis.register_script(scripts.COUNT_ATTEMPT)
 
+    async def load_scripts(self) -> None:
+        """Make sure the server has every script (batched writes use bare EVALSHA)."""
+        for script in (self._progress, self._finish, self._release, self._count):
+            await self.redis.script_load(script.script)
+        self.reads += 1
+
     # -- reading --------------------------------------------------------------
 
     async def scan(self, cursor: int, count: int) -> tuple[int, list[str]]:
         """One SSCAN step over the pending set."""
+        self.reads += 1
         next_cursor, ids = await self.redis.sscan(self.keys.pending_set, cursor, count=count)
         return int(next_cursor), [str(i) for i in ids]
 
     async def load_cursor(self) -> int:
         """Where the previous sweep's scan stopped (0 = from the start)."""
+        self.reads += 1
         value = await self.redis.get(self.keys.scan_cursor)
         return int(value) if value and str(value).isdigit() else 0
 
     async def save_cursor(self, cursor: int) -> None:
         """Remember the scan position so the next sweep goes on from there."""
+        self.reads += 1
         await self.redis.set(self.keys.scan_cursor, cursor)
 
     async def peek(self, job_ids: list[str], now_ms: int | None = None) -> list[Peeked]:
@@ -85,6 +95,7 @@ class JobStore:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         keys = [self.keys.first_seen, *(self.keys.record(i) for i in job_ids)]
         args: list[Any] = [now_ms, INLINE_RECORD_LIMIT, *job_ids]
+        self.reads += 1
         rows = await self._peek(keys=keys, args=args)
         return [
             Peeked(job_id, int(kind), str(payload), _int(seen))
@@ -107,6 +118,7 @@ class JobStore:
                 self.keys.record(job_id),
             ]
             args += [job_id, "1" if job_id in fetch_record else "0"]
+        self.reads += 1
         rows = await self._claim(keys=keys, args=args)
         won = []
         for job_id, (ok, result_json, attempts, record) in zip(job_ids, rows, strict=True):
@@ -116,6 +128,11 @@ class JobStore:
             counters = {str(pairs[i]): _int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
             won.append(Claimed(job_id, result_json or None, counters, record or None))
         return won
+
+    @property
+    def round_trips(self) -> int:
+        """Round trips to Redis so far."""
+        return self.reads + self.batcher.round_trips
 
     # -- writing (all fenced by the lease token, all batched) -----------------
 

@@ -39,7 +39,7 @@ class JsonFormatter(logging.Formatter):
         data.update(event_fields(record))
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str, ensure_ascii=False)
+        return json.dumps(data, default=str)  # ASCII: ids that are not UTF-8 stay printable
 
 
 class TextFormatter(logging.Formatter):

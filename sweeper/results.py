@@ -120,8 +120,13 @@ def settle(result: ResultRecord, slots_left: int, now: datetime | None = None) -
 def quarantined(job_id: str, reason: str, now: datetime | None = None) -> ResultRecord:
     """The result record of a record that cannot be run (CONTRACT section 4)."""
     result = ResultRecord(
-        id=job_id,
+        id=printable_id(job_id),
         status="failed",
         failures={"*": ImageFailure(reason=reason, retryable=False, attempts=0)},
     )
     return settle(result, 0, now)
+
+
+def printable_id(job_id: str) -> str:
+    """The id as JSON can carry it: bytes that are not UTF-8 shown as ``\\xff``."""
+    return job_id.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -107,6 +107,7 @@ async def call_with_retry(
     on_retry: RetryHook | None = None,
 ) -> T:
     """Run ``call`` under the policy; see the module docstring for the rules."""
+    number = 1  # this sweep's attempt number, kept in step with tenacity's
 
     async def attempt() -> T:
         await _wait_for_gate(gate, budget, timer)
@@ -127,17 +128,19 @@ async def call_with_retry(
         if isinstance(error, QuotaExhausted) and error.retry_after:
             gate.pause(error.retry_after)
         if on_failure is not None:
-            await on_failure(error, attempts_before + _attempt_number())
+            await on_failure(error, attempts_before + number)
         raise error
 
-    # tenacity's attempt number, visible to attempt() through this cell.
-    state: dict[str, int] = {"n": 0}
-
-    def _attempt_number() -> int:
-        return state["n"]
+    # The first try runs without tenacity: most calls succeed, and building a
+    # retry machine per call would cost more than the rest of the bookkeeping.
+    try:
+        return await attempt()
+    except TransientError as e:
+        first_error = e
 
     def before(retry_state: RetryCallState) -> None:
-        state["n"] = retry_state.attempt_number
+        nonlocal number
+        number = retry_state.attempt_number
 
     def wait(retry_state: RetryCallState) -> float:
         error = _error_of(retry_state)
@@ -169,8 +172,22 @@ async def call_with_retry(
         retry_error_callback=give_up,
         reraise=True,
     )
-    result: T = await retrying(attempt)
+    result: T = await retrying(_replaying(first_error, attempt))
     return result
+
+
+def _replaying(error: Exception, attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+    """``attempt`` whose first run re-raises the failure of the untracked first try."""
+    replayed = False
+
+    async def run() -> T:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            raise error
+        return await attempt()
+
+    return run
 
 
 async def _wait_for_gate(gate: RateGate, budget: Budget, timer: CallTimer) -> None:

@@ -63,6 +63,7 @@ class SweepSummary:
     retries: int = 0
     budget_exhausted: bool = False
     leases_lost: int = 0
+    redis_round_trips: int = 0
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -113,6 +114,7 @@ class Sweep:
         workers = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
         try:
             async with asyncio.timeout(max(0.0, self.budget.working_remaining())):
+                await self.store.load_scripts()
                 await self._feed()
                 await self._queue.join()
                 await self._settle_tasks()
@@ -125,6 +127,7 @@ class Sweep:
             await asyncio.gather(*workers, *self._tasks, return_exceptions=True)
             await self._clean_up()
             self.summary.duration_seconds = round(time.monotonic() - started, 3)
+            self.summary.redis_round_trips = self.store.round_trips
         return self.summary
 
     async def _settle_tasks(self) -> None:
@@ -226,9 +229,16 @@ class Sweep:
         return job
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
+        task = asyncio.create_task(self._guarded(coro))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except Exception:  # one bad job must not stop the sweep
+            log.exception("unexpected error finishing a job", extra={"event": "job_error"})
+            self.summary.errors.append("finish")
 
     async def _quarantine(self, job_id: str, reason: str) -> None:
         result = quarantined(job_id, reason, self.now())

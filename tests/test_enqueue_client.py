@@ -39,7 +39,10 @@ def test_invalid_job_ids_are_refused(redis_url: str, job_id: str) -> None:
     [
         ([], "images: List should have at least 1 item"),
         ([{"key": "c", "prompt": "x"}] * 2, "appears more than once"),
-        ([{"key": f"k{i}", "prompt": "x"} for i in range(65)], "images: List should have at most 64"),
+        (
+            [{"key": f"k{i}", "prompt": "x"} for i in range(65)],
+            "images: List should have at most 64",
+        ),
         ([{"key": "bad key", "prompt": "x"}], "images[0].key"),
         ([{"key": "c", "prompt": ""}], "images[0].prompt"),
         ([{"key": "c", "prompt": "   "}], "prompt is blank"),
@@ -61,7 +64,9 @@ def test_invalid_job_ids_are_refused(redis_url: str, job_id: str) -> None:
         ([{"prompt": "x"}], "images[0].key: Field required"),
     ],
 )
-def test_invalid_records_name_the_field(redis_url: str, images: list[dict[str, object]], field: str) -> None:
+def test_invalid_records_name_the_field(
+    redis_url: str, images: list[dict[str, object]], field: str
+) -> None:
     client = EnqueueClient.from_url(redis_url)
     with pytest.raises(InvalidRecord) as info:
         client.enqueue("case-1", images)
@@ -109,7 +114,14 @@ def test_snake_case_and_unknown_fields_are_accepted() -> None:
     record = JobRecord.model_validate(
         {
             "case_id": "c",
-            "images": [{"key": "k", "prompt": "p", "aspect_ratio": "1:1", "input_image": {"url": "https://x/y.png"}}],
+            "images": [
+                {
+                    "key": "k",
+                    "prompt": "p",
+                    "aspect_ratio": "1:1",
+                    "input_image": {"url": "https://x/y.png"},
+                }
+            ],
             "callback_url": "https://x",
             "fromTheFuture": {"kept": True},
         }

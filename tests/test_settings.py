@@ -15,7 +15,10 @@ def test_defaults_follow_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_settings()
     assert s.redis_url is None
     assert (s.pending_set, s.record_prefix, s.result_prefix, s.failed_set) == (
-        "pending-image-jobs", "pending-images:", "image-results:", "failed-image-jobs",
+        "pending-image-jobs",
+        "pending-images:",
+        "image-results:",
+        "failed-image-jobs",
     )
     assert (s.time_budget_seconds, s.concurrency, s.max_attempts) == (280, 4, 5)
     assert s.storage_url == "file://./var/images"
@@ -56,7 +59,7 @@ def test_bad_values_name_the_variable(
 
 
 def test_gemini_needs_a_key_and_says_how_to_run_offline() -> None:
-    with pytest.raises(ConfigError, match="GEMINI_API_KEY.*SWEEPER_GENERATOR=placeholder"):
+    with pytest.raises(ConfigError, match=r"GEMINI_API_KEY.*SWEEPER_GENERATOR=placeholder"):
         load_settings()
     assert load_settings(generator="placeholder").api_key is None
 
@@ -92,7 +95,10 @@ def test_sources_environment_beats_dotenv_beats_toml(
     monkeypatch.setenv("SWEEPER_TIME_BUDGET_SECONDS", "20")
     s = load_settings()
     assert (s.generator, s.concurrency, s.max_attempts, s.time_budget_seconds) == (
-        "placeholder", 3, 8, 20,
+        "placeholder",
+        3,
+        8,
+        20,
     )
 
 

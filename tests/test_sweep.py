@@ -35,17 +35,32 @@ def result_of(r: redis.Redis, job_id: str) -> ResultRecord:
 
 
 def test_happy_path_stores_images_and_finishes(
-    make_settings: MakeSettings, redis_url: str, r: redis.Redis, fake_gemini: FakeGemini, tmp_path: Path
+    make_settings: MakeSettings,
+    redis_url: str,
+    r: redis.Redis,
+    fake_gemini: FakeGemini,
+    tmp_path: Path,
 ) -> None:
     png = io.BytesIO()
     Image.new("RGB", (8, 8), "red").save(png, format="PNG")
     enqueue(
         redis_url,
         "case-1",
-        {"key": "cover", "prompt": "a rainy alley", "aspectRatio": "16:9",
-         "model": "gemini-3-pro-image"},
-        {"key": "hero", "prompt": "a detective", "count": 2,
-         "inputImage": {"mimeType": "image/png", "data": base64.b64encode(png.getvalue()).decode()}},
+        {
+            "key": "cover",
+            "prompt": "a rainy alley",
+            "aspectRatio": "16:9",
+            "model": "gemini-3-pro-image",
+        },
+        {
+            "key": "hero",
+            "prompt": "a detective",
+            "count": 2,
+            "inputImage": {
+                "mimeType": "image/png",
+                "data": base64.b64encode(png.getvalue()).decode(),
+            },
+        },
     )
     summary = sweep_once(make_settings())
 
@@ -71,7 +86,9 @@ def test_happy_path_stores_images_and_finishes(
 
     cover_call = fake_gemini.calls_for("rainy alley")[0]
     assert (cover_call.model, cover_call.aspect_ratio, cover_call.api_key) == (
-        "gemini-3-pro-image", "16:9", "test-key",
+        "gemini-3-pro-image",
+        "16:9",
+        "test-key",
     )
     assert cover_call.response_modalities == ["IMAGE"]
     hero_call = fake_gemini.calls_for("a detective")[0]
@@ -83,12 +100,17 @@ def test_order_is_priority_then_newest(
     make_settings: MakeSettings, r: redis.Redis, fake_gemini: FakeGemini
 ) -> None:
     records = {
-        "old-low": (0, 1000), "new-low": (0, 2000), "old-high": (5, 1000), "new-high": (5, 3000),
+        "old-low": (0, 1000),
+        "new-low": (0, 2000),
+        "old-high": (5, 1000),
+        "new-high": (5, 3000),
         "no-timestamp": (1, None),
     }
     for job_id, (priority, ts) in records.items():
-        record: dict[str, object] = {"priority": priority,
-                                     "images": [{"key": "k", "prompt": f"job {job_id}"}]}
+        record: dict[str, object] = {
+            "priority": priority,
+            "images": [{"key": "k", "prompt": f"job {job_id}"}],
+        }
         if ts is not None:
             record["timestamp"] = ts
         r.set(f"pending-images:{job_id}", json.dumps(record))
@@ -103,10 +125,17 @@ def test_two_concurrent_sweeps_generate_each_image_once(
 ) -> None:
     fake_gemini.latency = 0.02
     for n in range(30):
-        enqueue(redis_url, f"job-{n}", {"key": "a", "prompt": f"p{n} a"}, {"key": "b", "prompt": f"p{n} b"})
+        enqueue(
+            redis_url,
+            f"job-{n}",
+            {"key": "a", "prompt": f"p{n} a"},
+            {"key": "b", "prompt": f"p{n} b"},
+        )
     settings = make_settings(concurrency=4)
     summaries = []
-    threads = [threading.Thread(target=lambda: summaries.append(sweep_once(settings))) for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: summaries.append(sweep_once(settings))) for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -141,8 +170,12 @@ def test_budget_cuts_a_hung_call_and_leaves_the_job_pending(
 def test_resume_after_a_partial_sweep_never_redraws(
     make_settings: MakeSettings, redis_url: str, r: redis.Redis, fake_gemini: FakeGemini
 ) -> None:
-    enqueue(redis_url, "case", {"key": "a", "prompt": "first image"},
-            {"key": "b", "prompt": "second image", "count": 2})
+    enqueue(
+        redis_url,
+        "case",
+        {"key": "a", "prompt": "first image"},
+        {"key": "b", "prompt": "second image", "count": 2},
+    )
     fake_gemini.script("second image", Hang(), Hang())
     first = sweep_once(make_settings(concurrency=3, time_budget_seconds=2), budget=Budget(2))
     assert first.images_stored == 1
@@ -159,8 +192,9 @@ def test_resume_after_a_partial_sweep_never_redraws(
     assert final.attempts == 2
 
 
-def test_leased_jobs_are_skipped(make_settings: MakeSettings, redis_url: str, r: redis.Redis,
-                                 fake_gemini: FakeGemini) -> None:
+def test_leased_jobs_are_skipped(
+    make_settings: MakeSettings, redis_url: str, r: redis.Redis, fake_gemini: FakeGemini
+) -> None:
     enqueue(redis_url, "busy", {"key": "k", "prompt": "owned elsewhere"})
     r.set("sweeper:lease:busy", "other-sweep", px=60_000)
     summary = sweep_once(make_settings())
@@ -192,8 +226,9 @@ def test_large_backlog_is_read_in_windows(
         pipe.set(f"pending-images:j{n}", json.dumps({"images": [{"key": "k", "prompt": f"p {n}"}]}))
         pipe.sadd("pending-image-jobs", f"j{n}")
     pipe.execute()
-    summary = sweep_once(make_settings(concurrency=16, generator="placeholder"),
-                         generator=_NullGenerator())
+    summary = sweep_once(
+        make_settings(concurrency=16, generator="placeholder"), generator=_NullGenerator()
+    )
     assert summary.jobs_completed == 2500
     assert r.scard("pending-image-jobs") == 0
 
