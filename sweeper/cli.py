@@ -10,13 +10,20 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
+import redis
+
+from enqueue_client import EnqueueError
+
+from . import display, operations
 from .budget import Budget
 from .errors import ConfigError, RedisUnavailable, SweeperError
 from .logs import setup_logging
 from .settings import Settings, load_settings
-from .sweep import SweepSummary
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 
@@ -29,12 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Configuration comes from SWEEPER_* environment variables; see the README.",
     )
     parser.add_argument("--once", action="store_true", help="run one sweep, then exit")
-    parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = commands.add_parser(
-        "demo", help="enqueue sample jobs into the embedded Redis and sweep them once"
-    )
-    demo.add_argument("--json", action="store_true", help="print the results as JSON")
+    commands.add_parser("demo", help="enqueue sample jobs into the embedded Redis and sweep them")
+    commands.add_parser("status", help="pending, leased and failed counts, oldest pending age")
+    inspect = commands.add_parser("inspect", help="show a job's record, result and attempts")
+    inspect.add_argument("id")
+    requeue = commands.add_parser("requeue", help="put failed jobs back, attempts reset")
+    requeue.add_argument("ids", nargs="*", metavar="ID")
+    requeue.add_argument("--all-failed", action="store_true", help="every id in the failed set")
+    enqueue = commands.add_parser("enqueue", help="enqueue a job from the shell")
+    enqueue.add_argument("--id", required=True, dest="job_id")
+    source = enqueue.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", help="one image with this prompt")
+    source.add_argument("--file", type=Path, help="a JSON record (CONTRACT section 1)")
+    enqueue.add_argument("--key", default="image", help="image key (default: image)")
+    enqueue.add_argument("--aspect-ratio")
+    enqueue.add_argument("--count", type=int, default=1)
+    enqueue.add_argument("--model")
+    enqueue.add_argument("--priority", type=int, default=0)
+    for sub in commands.choices.values():
+        sub.add_argument("--json", action="store_true", help="print results as JSON")
     return parser
 
 
@@ -52,46 +74,112 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(as_json=args.json)
         settings = load_settings()
-        _configure_logging(settings)
-        budget = Budget(settings.time_budget_seconds, started_at=budget_start)
-        summary = _run_once(settings, budget)
+        setup_logging(settings.log_level, settings.log_format, settings.secrets())
+        if args.command is None:
+            return _once(
+                settings, Budget(settings.time_budget_seconds, started_at=budget_start), args
+            )
+        return COMMANDS[args.command](settings, args)
     except ConfigError as e:
         print(f"sweep: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    except RedisUnavailable as e:
+    except (RedisUnavailable, SweeperError) as e:
         print(f"sweep: {e}", file=sys.stderr)
         return EXIT_RUNTIME
-    except SweeperError as e:
-        print(f"sweep: {e}", file=sys.stderr)
-        return EXIT_RUNTIME
-    print(json.dumps(summary.as_dict()) if args.json else describe(summary))
+
+
+def _once(settings: Settings, budget: Budget, args: argparse.Namespace) -> int:
+    from .runner import run_once
+
+    settings.require_generator()
+    summary = asyncio.run(run_once(settings, budget=budget))
+    print(json.dumps(summary.as_dict()) if args.json else display.summary_line(summary))
     return EXIT_OK
 
 
-def _configure_logging(settings: Settings) -> None:
-    setup_logging(settings.log_level, settings.log_format, settings.secrets())
+@contextmanager
+def _sync_redis(settings: Settings) -> Iterator[redis.Redis]:
+    """A checked synchronous connection for the operator commands."""
+    from .connection import redis_url
+    from .settings import mask_url
+
+    url, embedded = redis_url(settings)
+    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+    try:
+        try:
+            client.ping()
+        except (redis.RedisError, OSError) as e:
+            raise RedisUnavailable(
+                f"cannot reach Redis at {mask_url(url)}: {e}. Check SWEEPER_REDIS_URL."
+            ) from None
+        yield client
+    finally:
+        client.close()
+        if embedded is not None and embedded.started_here:
+            embedded.stop()
 
 
-def _run_once(settings: Settings, budget: Budget) -> SweepSummary:
-    from .runner import run_once
-
-    return asyncio.run(run_once(settings, budget=budget))
+def _emit(args: argparse.Namespace, data: Any, view: Callable[[Any], str]) -> None:
+    print(json.dumps(data, indent=2) if args.json else view(data))
 
 
-def describe(summary: SweepSummary) -> str:
-    """One human line for the end of a run."""
-    text = (
-        f"sweep {summary.run_id[:8]}: {summary.jobs_claimed} jobs claimed, "
-        f"{summary.images_stored} images stored, {summary.images_failed} failed, "
-        f"{summary.images_deferred} left for later; jobs {summary.jobs_completed} completed, "
-        f"{summary.jobs_partial} partial, {summary.jobs_failed} failed, "
-        f"{summary.jobs_quarantined} quarantined, {summary.jobs_released} released; "
-        f"{summary.api_calls} calls in {summary.duration_seconds:.1f}s"
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    with _sync_redis(settings) as client:
+        _emit(args, operations.status(client, settings.keys), display.status_table)
+    return EXIT_OK
+
+
+def _inspect(settings: Settings, args: argparse.Namespace) -> int:
+    with _sync_redis(settings) as client:
+        data = operations.inspect(client, settings.keys, args.id)
+    _emit(args, data, display.inspect_view)
+    return EXIT_OK if data["record"] is not None or data["result"] is not None else EXIT_RUNTIME
+
+
+def _requeue(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.ids and not args.all_failed:
+        raise ConfigError("requeue needs job ids or --all-failed")
+    with _sync_redis(settings) as client:
+        ids = list(args.ids) + (
+            operations.failed_ids(client, settings.keys) if args.all_failed else []
+        )
+        outcome = operations.requeue(client, settings.keys, ids)
+    _emit(
+        args,
+        outcome,
+        lambda d: "\n".join(f"{k}: {v}" for k, v in d.items()) or "nothing to requeue",
     )
-    if summary.budget_exhausted:
-        text += " (time budget reached)"
-    return text
+    return EXIT_OK if all(v == "requeued" for v in outcome.values()) else EXIT_RUNTIME
 
+
+def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
+    priority = args.priority
+    if args.file is not None:
+        try:
+            data = json.loads(args.file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot read {args.file} as JSON: {e}") from None
+        images, priority = data.get("images", []), int(data.get("priority", priority))
+    else:
+        image = {"key": args.key, "prompt": args.prompt, "count": args.count}
+        image |= {k: v for k, v in (("aspectRatio", args.aspect_ratio), ("model", args.model)) if v}
+        images = [image]
+    with _sync_redis(settings) as client:
+        try:
+            record = operations.enqueue(client, settings.keys, args.job_id, images, priority)
+        except EnqueueError as e:
+            print(f"sweep: {e}", file=sys.stderr)
+            return EXIT_CONFIG
+    _emit(args, record, lambda r: f"enqueued {args.job_id}: {len(r['images'])} image(s)")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "status": _status,
+    "inspect": _inspect,
+    "requeue": _requeue,
+    "enqueue": _enqueue,
+}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -19,7 +19,6 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -134,14 +133,14 @@ class Settings(BaseSettings):
             else (value.lower() if isinstance(value, str) else value)
         )
 
-    @model_validator(mode="after")
-    def _key_when_gemini(self) -> Settings:
+    def require_generator(self) -> None:
+        """Raise ConfigError unless the generator can run (reading commands need no key)."""
         if self.generator == "gemini" and self.api_key is None:
-            raise ValueError(
-                "GEMINI_API_KEY (or GOOGLE_API_KEY) is required when SWEEPER_GENERATOR=gemini; "
-                "set it, or set SWEEPER_GENERATOR=placeholder to run offline"
+            raise ConfigError(
+                "invalid configuration: GEMINI_API_KEY (or GOOGLE_API_KEY) is required when "
+                "SWEEPER_GENERATOR=gemini; set it, or set SWEEPER_GENERATOR=placeholder "
+                "to run offline"
             )
-        return self
 
     @classmethod
     def settings_customise_sources(

@@ -20,7 +20,8 @@ def make_generator(settings: Settings) -> Generator:
         return PlaceholderGenerator()
     from .gemini import GeminiGenerator
 
-    assert settings.api_key is not None  # the settings refuse gemini without a key
+    settings.require_generator()
+    assert settings.api_key is not None
     return GeminiGenerator(
         api_key=settings.api_key.get_secret_value(),
         base_url=settings.gemini_base_url,

@@ -1,0 +1,83 @@
+"""Human-readable views of command results (``--json`` prints the data instead)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .sweep import SweepSummary
+
+
+def summary_line(summary: SweepSummary) -> str:
+    """One line for the end of a run."""
+    text = (
+        f"sweep {summary.run_id[:8]}: {summary.jobs_claimed} jobs claimed, "
+        f"{summary.images_stored} images stored, {summary.images_failed} failed, "
+        f"{summary.images_deferred} left for later; jobs {summary.jobs_completed} completed, "
+        f"{summary.jobs_partial} partial, {summary.jobs_failed} failed, "
+        f"{summary.jobs_quarantined} quarantined, {summary.jobs_released} released; "
+        f"{summary.api_calls} calls in {summary.duration_seconds:.1f}s"
+    )
+    if summary.budget_exhausted:
+        text += " (time budget reached)"
+    return text
+
+
+def status_table(data: dict[str, Any]) -> str:
+    """``sweep status`` as aligned rows."""
+    age = data["oldest_pending_age_seconds"]
+    rows = [
+        ("pending", str(data["pending"])),
+        ("in progress (leased)", str(data["leased"])),
+        ("failed", str(data["failed"])),
+        ("oldest pending", "-" if age is None else _age(age)),
+    ]
+    if data["oldest_sampled"] and data["oldest_sampled"] < data["pending"]:
+        rows[-1] = (rows[-1][0], f"{rows[-1][1]} (of {data['oldest_sampled']} sampled)")
+    run = data["last_run"]
+    if run:
+        rows.append(
+            (
+                "last run",
+                f"{run['started_at']}: {run['jobs_claimed']} claimed, "
+                f"{run['images_stored']} stored, {run['images_failed']} failed, "
+                f"{run['duration_seconds']}s"
+                + (" (budget reached)" if run["budget_exhausted"] else ""),
+            )
+        )
+    else:
+        rows.append(("last run", "never"))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def inspect_view(data: dict[str, Any]) -> str:
+    """``sweep inspect`` as labelled sections."""
+    where = "pending" if data["pending"] else ("failed set" if data["failed_set"] else "not queued")
+    lines = [f"job {data['id']}: {where}"]
+    if data["lease_seconds_left"] is not None:
+        lines.append(f"leased by a sweep, {data['lease_seconds_left']}s left on the lease")
+    if data["attempts"]:
+        lines.append(
+            "attempts: " + ", ".join(f"{k}={v}" for k, v in sorted(data["attempts"].items()))
+        )
+    lines.append("record:")
+    lines.append(_indent(data["record"]))
+    lines.append("result:")
+    lines.append(_indent(data["result"]))
+    return "\n".join(lines)
+
+
+def _indent(value: Any) -> str:
+    if value is None:
+        return "  (none)"
+    text = json.dumps(value, indent=2) if not isinstance(value, str) else value
+    return "\n".join("  " + line for line in text.splitlines())

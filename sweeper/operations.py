@@ -1,0 +1,149 @@
+"""Operator commands on a synchronous connection: status, inspect, requeue, enqueue."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+
+from enqueue_client import EnqueueClient, ResultRecord
+from enqueue_client.keys import Keys
+
+SAMPLE_LIMIT = 10_000
+
+
+def status(client: redis.Redis, keys: Keys, now_ms: int | None = None) -> dict[str, Any]:
+    """Counts for the dashboard: pending, leased, failed, oldest pending age, last run."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    pipe = client.pipeline(transaction=False)
+    pipe.scard(keys.pending_set)
+    pipe.scard(keys.failed_set)
+    pipe.lindex(keys.runs, 0)
+    pending, failed, last_run = pipe.execute()
+    leased = sum(1 for _ in client.scan_iter(match=keys.lease_pattern(), count=1000))
+    oldest, sampled = _oldest_pending(client, keys, now_ms)
+    return {
+        "pending": int(pending),
+        "leased": leased,
+        "failed": int(failed),
+        "oldest_pending_age_seconds": None
+        if oldest is None
+        else round((now_ms - oldest) / 1000, 1),
+        "oldest_sampled": sampled,
+        "last_run": json.loads(last_run) if last_run else None,
+    }
+
+
+def _oldest_pending(client: redis.Redis, keys: Keys, now_ms: int) -> tuple[int | None, int]:
+    """Oldest enqueue time among up to SAMPLE_LIMIT pending ids (a huge set is sampled)."""
+    ids = []
+    for job_id in client.sscan_iter(keys.pending_set, count=1000):
+        ids.append(job_id)
+        if len(ids) >= SAMPLE_LIMIT:
+            break
+    if not ids:
+        return None, 0
+    pipe = client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.get(keys.record(job_id))
+        pipe.hget(keys.first_seen, job_id)
+    replies = pipe.execute(raise_on_error=False)
+    times = []
+    for raw, seen in zip(replies[::2], replies[1::2], strict=True):
+        stamp = _timestamp(raw) or (int(seen) if isinstance(seen, str) and seen.isdigit() else None)
+        times.append(stamp if stamp is not None else now_ms)
+    return min(times), len(ids)
+
+
+def _timestamp(raw: Any) -> int | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        value = json.loads(raw).get("timestamp")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def inspect(client: redis.Redis, keys: Keys, job_id: str) -> dict[str, Any]:
+    """Everything known about one job."""
+    pipe = client.pipeline(transaction=False)
+    pipe.get(keys.record(job_id))
+    pipe.get(keys.result(job_id))
+    pipe.sismember(keys.pending_set, job_id)
+    pipe.sismember(keys.failed_set, job_id)
+    pipe.pttl(keys.lease(job_id))
+    pipe.hgetall(keys.attempts(job_id))
+    record, result, pending, failed, lease_ms, attempts = pipe.execute(raise_on_error=False)
+    return {
+        "id": job_id,
+        "pending": bool(pending),
+        "failed_set": bool(failed),
+        "lease_seconds_left": round(lease_ms / 1000, 1)
+        if isinstance(lease_ms, int) and lease_ms > 0
+        else None,
+        "attempts": {k: int(v) for k, v in (attempts or {}).items()}
+        if isinstance(attempts, dict)
+        else {},
+        "record": _maybe_json(record),
+        "result": _maybe_json(result),
+    }
+
+
+def _maybe_json(raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def requeue(client: redis.Redis, keys: Keys, job_ids: Iterable[str]) -> dict[str, str]:
+    """Put jobs back in the pending set with attempts reset; stored images are kept."""
+    outcome: dict[str, str] = {}
+    for job_id in job_ids:
+        if not client.exists(keys.record(job_id)):
+            outcome[job_id] = "no record (a completed job's record is deleted): enqueue it again"
+            continue
+        result = _reset_result(job_id, _text(client.get(keys.result(job_id))))
+        pipe = client.pipeline(transaction=True)
+        pipe.set(keys.result(job_id), result.to_json())
+        pipe.delete(keys.attempts(job_id))
+        pipe.srem(keys.failed_set, job_id)
+        pipe.sadd(keys.pending_set, job_id)
+        pipe.execute()
+        outcome[job_id] = "requeued"
+    return outcome
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _reset_result(job_id: str, raw: str | None) -> ResultRecord:
+    try:
+        old = ResultRecord.model_validate_json(raw) if raw else None
+    except ValidationError:
+        old = None
+    images = old.images if old else {}
+    return ResultRecord(
+        id=job_id, status="running" if any(images.values()) else "pending", images=images
+    )
+
+
+def failed_ids(client: redis.Redis, keys: Keys) -> list[str]:
+    """Every id in the failed set."""
+    return sorted(str(i) for i in client.sscan_iter(keys.failed_set, count=1000))
+
+
+def enqueue(
+    client: redis.Redis, keys: Keys, job_id: str, images: list[dict[str, Any]], priority: int = 0
+) -> dict[str, Any]:
+    """Enqueue through the producer client, exactly as a game backend would."""
+    record = EnqueueClient(client, keys=keys).enqueue(job_id, images, priority=priority)
+    return json.loads(record.to_json())  # type: ignore[no-any-return]
