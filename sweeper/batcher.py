@@ -1,40 +1,57 @@
 """Coalesce concurrent Redis writes into one pipeline per event-loop turn.
 
 Many tasks finishing images at once each ``await batcher.run(...)``; the
-first one schedules a flush, the rest join it, and the whole lot goes to
-Redis in one round trip. A flush runs as its own task, so a caller that is
-cancelled (budget over) never leaves a pipeline half-sent.
+first one schedules a flush, the rest join it. In the flush, consecutive calls
+of the same script become one EVALSHA of its looped form
+(:class:`sweeper.scripts.Batched`), and the whole lot goes to Redis in one
+round trip. Order is kept: calls run in the order they were made. A flush
+runs as its own task, so a caller that is cancelled (budget over) never
+leaves a pipeline half-sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+
+from .scripts import Batched
 
 
 @dataclass(slots=True)
 class _Call:
-    script: AsyncScript
+    script: Batched
     keys: list[str]
     args: list[Any]
     future: asyncio.Future[Any]
 
 
 class ScriptBatcher:
-    """Runs Lua scripts for many callers in shared pipelines."""
+    """Runs batched Lua scripts for many callers in shared pipelines."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._queue: list[_Call] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._sha: dict[str, str] = {}
         self.round_trips = 0
 
-    async def run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    async def load(self, *scripts: Batched) -> None:
+        """Register scripts on the server (again after a restart or SCRIPT FLUSH)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for script in scripts:
+                pipe.script_load(script.source)
+            shas = await pipe.execute()
+        self.round_trips += 1
+        for script, sha in zip(scripts, shas, strict=True):
+            self._sha[script.name] = str(sha)
+
+    async def run(self, script: Batched, keys: list[str], args: list[Any]) -> Any:
         """Queue one script call and wait for its reply."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append(_Call(script, keys, args, future))
@@ -49,40 +66,49 @@ class ScriptBatcher:
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
 
-    async def _send(self, batch: list[_Call]) -> list[Any]:
-        # EVALSHA straight on the pipeline: going through Script objects makes
-        # redis-py ask SCRIPT EXISTS before every pipeline, a second round trip.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for call in batch:
-                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        self.round_trips += 1
-        return replies
-
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let every task ready in this turn add its call
         while self._queue:
             batch, self._queue = self._queue, []
+            groups = [list(g) for _, g in itertools.groupby(batch, key=lambda c: c.script.name)]
             try:
-                replies = await self._send(batch)
+                replies = await self._send(groups)
             except Exception as e:  # noqa: BLE001 - every waiter must hear about the failure
-                for call in batch:
-                    if not call.future.done():
-                        call.future.set_exception(e)
+                _fail(batch, e)
                 continue
-            missing = [
-                c for c, r in zip(batch, replies, strict=True) if isinstance(r, NoScriptError)
-            ]
-            if missing:  # the server restarted or flushed its scripts: load, send those again
-                for script in {id(c.script): c.script for c in missing}.values():
-                    await self.redis.script_load(script.script)
-                self._queue[:0] = missing
-            for call, reply in zip(batch, replies, strict=True):
-                if call.future.done():
-                    continue
+            retry: list[_Call] = []
+            for group, reply in zip(groups, replies, strict=True):
                 if isinstance(reply, NoScriptError):
-                    continue
-                if isinstance(reply, Exception):
-                    call.future.set_exception(reply)
+                    retry += group  # this group did not run; the others did
+                elif isinstance(reply, Exception):
+                    _fail(group, reply)
                 else:
-                    call.future.set_result(reply)
+                    for call, one in zip(group, reply, strict=True):
+                        if not call.future.done():
+                            call.future.set_result(one)
+            if retry:  # the server restarted or flushed its scripts
+                await self.load(*{c.script.name: c.script for c in retry}.values())
+                self._queue[:0] = retry
+
+    async def _send(self, groups: list[list[_Call]]) -> list[Any]:
+        """One pipeline; one EVALSHA per run of calls to the same script."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for group in groups:
+                script = group[0].script
+                keys = [k for call in group for k in call.keys]
+                args = [a for call in group for a in call.args]
+                sha = self._sha.get(script.name) or _sha1(script.source)
+                pipe.evalsha(sha, len(keys), *keys, script.keys, script.args, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        self.round_trips += 1
+        return replies
+
+
+def _fail(calls: list[_Call], error: BaseException) -> None:
+    for call in calls:
+        if not call.future.done():
+            call.future.set_exception(error)
+
+
+def _sha1(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1

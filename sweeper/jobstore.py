@@ -58,16 +58,15 @@ class JobStore:
         self.reads = 0  # round trips outside the batcher (scan, peek, claim, cursor)
         self._peek = redis.register_script(scripts.PEEK_RECORDS)
         self._claim = redis.register_script(scripts.CLAIM)
-        self._progress = redis.register_script(scripts.PROGRESS)
-        self._finish = redis.register_script(scripts.FINISH)
-        self._release = redis.register_script(scripts.RELEASE)
-        self._count = redis.register_script(scripts.COUNT_ATTEMPT)
 
     async def load_scripts(self) -> None:
-        """Make sure the server has every script (batched writes use bare EVALSHA)."""
-        for script in (self._progress, self._finish, self._release, self._count):
-            await self.redis.script_load(script.script)
-        self.reads += 1
+        """Register the write scripts once per sweep (one round trip)."""
+        await self.batcher.load(
+            scripts.BATCHED_PROGRESS,
+            scripts.BATCHED_FINISH,
+            scripts.BATCHED_RELEASE,
+            scripts.BATCHED_COUNT_ATTEMPT,
+        )
 
     # -- reading --------------------------------------------------------------
 
@@ -140,7 +139,7 @@ class JobStore:
         """Store the result so far and renew the lease; False if the lease was lost."""
         keys = [self.keys.lease(job_id), self.keys.result(job_id)]
         reply = await self.batcher.run(
-            self._progress, keys, [self.token, result.to_json(), self.lease_ms]
+            scripts.BATCHED_PROGRESS, keys, [self.token, result.to_json(), self.lease_ms]
         )
         return int(reply) == 1
 
@@ -156,17 +155,19 @@ class JobStore:
             self.keys.first_seen,
         ]
         args = [self.token, job_id, result.to_json(), result.status]
-        return int(await self.batcher.run(self._finish, keys, args)) == 1
+        return int(await self.batcher.run(scripts.BATCHED_FINISH, keys, args)) == 1
 
-    async def release(self, job_id: str) -> bool:
-        """Give the job back for the next sweep."""
-        reply = await self.batcher.run(self._release, [self.keys.lease(job_id)], [self.token])
-        return int(reply) == 1
+    async def release(self, job_id: str, *, started: bool) -> bool:
+        """Give the job back for the next sweep (and its start, if it never started)."""
+        keys = [self.keys.lease(job_id), self.keys.attempts(job_id)]
+        args = [self.token, "1" if started else "0"]
+        return int(await self.batcher.run(scripts.BATCHED_RELEASE, keys, args)) == 1
 
     async def count_attempt(self, job_id: str, counter: str) -> int:
         """Add one to an attempt counter; -1 if the lease was lost."""
         keys = [self.keys.lease(job_id), self.keys.attempts(job_id)]
-        return int(await self.batcher.run(self._count, keys, [self.token, counter]))
+        reply = await self.batcher.run(scripts.BATCHED_COUNT_ATTEMPT, keys, [self.token, counter])
+        return int(reply)
 
 
 def _int(value: Any) -> int:

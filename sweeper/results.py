@@ -41,6 +41,8 @@ def resume(
     of an unfinished run are kept too; a result that is already final (the
     id was put back by hand) keeps its images and retries its failures.
     """
+    if not result_json:  # the common case: a fresh job
+        return ResultRecord(id=job_id, status="pending"), all_slots(record)
     result = _parse(job_id, result_json)
     wanted = {image.key: image.count for image in record.images}
     images = {

@@ -3,9 +3,15 @@
 They make each state change atomic and *fenced*: a write happens only while
 the writer's lease token is still the one in Redis, so a slow sweep whose
 lease expired and was taken over cannot overwrite the new owner's work.
+
+The write scripts (PROGRESS, FINISH, RELEASE, COUNT_ATTEMPT) are written for
+one call and run through :func:`batched`, which wraps them in a loop so that
+many calls of the same script go to Redis as one EVALSHA.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 # Read a window of records without pulling huge ones over the wire, and note
 # when each id was first seen (the default ``timestamp``).
@@ -37,7 +43,8 @@ end
 return out
 """
 
-# Claim jobs that are still pending and not leased; return what resuming needs.
+# Claim jobs that are still pending and not leased, count the start of a sweep
+# on each (attempts field ``job``), and return what resuming needs.
 # KEYS: pending_set, then per job: lease, result, attempts, record
 # ARGV: token, lease_ms, then per job: id, fetch_record (1 or 0)
 # Returns per job: {claimed (1/0), result JSON or false, attempts hash, record or false}
@@ -50,6 +57,9 @@ for i = 2, #KEYS, 4 do
   n = n + 1
   if redis.call('SISMEMBER', KEYS[1], id) == 1
       and redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    -- counted here, in the same step as the lease; RELEASE gives it back if
+    -- the sweep never started the job
+    redis.call('HINCRBY', KEYS[i + 2], 'job', 1)
     local record = false
     if fetch == '1' and redis.call('TYPE', KEYS[i + 3]).ok == 'string' then
       record = redis.call('GET', KEYS[i + 3])
@@ -92,12 +102,16 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
-# Give a job back (the sweep ends with work left); only the owner may.
-# KEYS: lease
-# ARGV: token
+# Give a job back (the sweep ends with work left); only the owner may. A job
+# the sweep never started gets back the attempt CLAIM counted.
+# KEYS: lease, attempts
+# ARGV: token, started (1 or 0)
 RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '0' and redis.call('HINCRBY', KEYS[2], 'job', -1) <= 0 then
+  redis.call('HDEL', KEYS[2], 'job')
+end
+return redis.call('DEL', KEYS[1])
 """
 
 # Count one attempt (field ``job`` for a sweep starting the job, ``<key>#<n>``
@@ -108,3 +122,40 @@ COUNT_ATTEMPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 return redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Batched:
+    """A single-call script and its looped form; ``keys``/``args`` count one call's."""
+
+    name: str
+    body: str
+    keys: int
+    args: int
+
+    @property
+    def source(self) -> str:
+        """Lua running ``body`` once per call; ARGV starts with the per-call counts.
+
+        KEYS: every call's keys, one call after another
+        ARGV: keys_per_call, args_per_call, then every call's args in the same order
+        Returns one reply per call.
+        """
+        return (
+            "local function one(KEYS, ARGV)\n" + self.body.strip() + "\nend\n"
+            "local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+            "local out = {}\n"
+            "for c = 0, #KEYS / nk - 1 do\n"
+            "  local k, a = {}, {}\n"
+            "  for i = 1, nk do k[i] = KEYS[c * nk + i] end\n"
+            "  for i = 1, na do a[i] = ARGV[2 + c * na + i] end\n"
+            "  out[#out + 1] = one(k, a)\n"
+            "end\n"
+            "return out\n"
+        )
+
+
+BATCHED_PROGRESS = Batched("progress", PROGRESS, keys=2, args=3)
+BATCHED_FINISH = Batched("finish", FINISH, keys=7, args=4)
+BATCHED_RELEASE = Batched("release", RELEASE, keys=2, args=2)
+BATCHED_COUNT_ATTEMPT = Batched("count_attempt", COUNT_ATTEMPT, keys=2, args=2)

@@ -140,7 +140,7 @@ class Sweep:
         try:
             async with asyncio.timeout(max(0.2, self.budget.remaining() - 0.2)):
                 released = await asyncio.gather(
-                    *(self.store.release(job.job_id) for job in unfinished),
+                    *(self.store.release(job.job_id, started=job.started) for job in unfinished),
                     return_exceptions=True,
                 )
                 await self.store.batcher.drain()
@@ -271,9 +271,7 @@ class Sweep:
         if not self._can_start_work():
             self.summary.images_deferred += 1
             return
-        if not job.started:
-            job.started = True
-            job.attempts["job"] = await self.store.count_attempt(job.job_id, "job")
+        job.started = True  # CLAIM counted the start; RELEASE gives it back if never set
         job.in_flight += 1
         try:
             resolved = await self._draw(job, slot)
