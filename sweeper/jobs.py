@@ -80,6 +80,11 @@ def _from_json(job_id: str, raw: str, first_seen_ms: int) -> Candidate:
 
 def parse_record(raw: str) -> tuple[JobRecord | None, str]:
     """The record, or None and why it cannot be used."""
+    if len(raw) <= MAX_RECORD_BYTES // 4:
+        try:  # fast path: most records are fine, and pydantic parses JSON itself
+            return JobRecord.model_validate_json(raw), ""
+        except (ValidationError, ValueError):
+            pass  # find out why, below, with messages written for people
     try:
         raw.encode("utf-8")
     except UnicodeEncodeError:

@@ -42,7 +42,8 @@ def resume(
     id was put back by hand) keeps its images and retries its failures.
     """
     if not result_json:  # the common case: a fresh job
-        return ResultRecord(id=job_id, status="pending"), all_slots(record)
+        fresh = ResultRecord.model_construct(id=job_id, status="pending", images={}, failures={})
+        return fresh, all_slots(record)
     result = _parse(job_id, result_json)
     wanted = {image.key: image.count for image in record.images}
     images = {
@@ -104,8 +105,13 @@ def add_failure(
     )
 
 
-def settle(result: ResultRecord, slots_left: int, now: datetime | None = None) -> ResultRecord:
-    """Set ``status``, ``updatedAt`` and, once final, ``completedAt``."""
+def settle(
+    result: ResultRecord, slots_left: int, now: datetime | str | None = None
+) -> ResultRecord:
+    """Set ``status``, ``updatedAt`` and, once final, ``completedAt``.
+
+    ``now`` is a time or an already formatted stamp.
+    """
     stored = any(result.images.values())
     if slots_left:
         result.status = "running" if stored else "pending"
@@ -113,13 +119,13 @@ def settle(result: ResultRecord, slots_left: int, now: datetime | None = None) -
         result.status = "completed"
     else:
         result.status = "partial" if stored else "failed"
-    stamp = utc_iso(now)
+    stamp = now if isinstance(now, str) else utc_iso(now)
     result.updated_at = stamp
     result.completed_at = stamp if result.is_final else None
     return result
 
 
-def quarantined(job_id: str, reason: str, now: datetime | None = None) -> ResultRecord:
+def quarantined(job_id: str, reason: str, now: datetime | str | None = None) -> ResultRecord:
     """The result record of a record that cannot be run (CONTRACT section 4)."""
     result = ResultRecord(
         id=printable_id(job_id),

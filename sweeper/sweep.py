@@ -102,9 +102,18 @@ class Sweep:
         self.timer = CallTimer()
         self.gate = RateGate(budget.clock)
         self.jobs: list[Job] = []
-        self.summary = SweepSummary(run_id=store.token, started_at=utc_iso(self.now()))
+        self._stamp_cache: tuple[int, str] = (-1, "")
+        self.summary = SweepSummary(run_id=store.token, started_at=self.stamp())
         self._queue: asyncio.Queue[tuple[Job, Slot]] = asyncio.Queue(maxsize=concurrency * 2)
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def stamp(self) -> str:
+        """The current time as result records write it (formatted once per second)."""
+        moment = self.now()
+        second = int(moment.timestamp())
+        if self._stamp_cache[0] != second:
+            self._stamp_cache = (second, utc_iso(moment))
+        return self._stamp_cache[1]
 
     # -- the run --------------------------------------------------------------
 
@@ -241,7 +250,7 @@ class Sweep:
             self.summary.errors.append("finish")
 
     async def _quarantine(self, job_id: str, reason: str) -> None:
-        result = quarantined(job_id, reason, self.now())
+        result = quarantined(job_id, reason, self.stamp())
         if await self.store.finish(job_id, result):
             self.summary.jobs_quarantined += 1
             log.warning(
@@ -346,7 +355,7 @@ class Sweep:
         add_image(
             job.result,
             slot,
-            StoredImage(
+            StoredImage.model_construct(  # trusted values: skip validation in the hot path
                 url=url,
                 mime_type=info.mime_type,
                 width=info.width,
@@ -354,21 +363,22 @@ class Sweep:
                 bytes=info.size,
                 sha256=info.sha256,
                 model=image.model,
-                generated_at=utc_iso(self.now()),
+                generated_at=self.stamp(),
                 index=slot.index,
             ),
         )
         self.summary.images_stored += 1
-        log.info(
-            "image stored",
-            extra={
-                **fields,
-                "event": "image_stored",
-                "url": url,
-                "attempt": job.attempts_of(slot) + 1,
-                "duration": round(time.monotonic() - started, 3),
-            },
-        )
+        if log.isEnabledFor(logging.INFO):  # skip building the event when nobody reads it
+            log.info(
+                "image stored",
+                extra={
+                    **fields,
+                    "event": "image_stored",
+                    "url": url,
+                    "attempt": job.attempts_of(slot) + 1,
+                    "duration": round(time.monotonic() - started, 3),
+                },
+            )
         return True
 
     async def _call(self, request: ImageRequest) -> tuple[GeneratedImage, ImageInfo]:
@@ -406,7 +416,7 @@ class Sweep:
     # -- recording ------------------------------------------------------------
 
     async def _progress(self, job: Job) -> None:
-        settle(job.result, len(job.left), self.now())
+        settle(job.result, len(job.left), self.stamp())
         job.result.attempts = job.attempts.get("job", 0)
         if not await self.store.progress(job.job_id, job.result) and not job.ended:
             self._lost(job)
@@ -415,7 +425,7 @@ class Sweep:
         if job.ended or job.lost:
             return
         job.ended = True
-        settle(job.result, 0, self.now())
+        settle(job.result, 0, self.stamp())
         job.result.attempts = job.attempts.get("job", 0)
         if not await self.store.finish(job.job_id, job.result):
             job.ended = False
