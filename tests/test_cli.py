@@ -161,3 +161,32 @@ def test_debug_output_never_contains_secrets(
         assert secret not in out.stdout + out.stderr
     result = redis.Redis.from_url(redis_url).get("image-results:s1") or b""
     assert SECRET_KEY.encode() not in result
+
+
+def test_two_sweep_processes_never_draw_the_same_image(
+    redis_url: str, r: redis.Redis, fake_gemini: FakeGemini, tmp_path: Path
+) -> None:
+    fake_gemini.latency = 0.1  # long enough that the two runs overlap
+    client = EnqueueClient.from_url(redis_url)
+    for n in range(24):
+        client.enqueue(
+            f"job-{n}", [{"key": "a", "prompt": f"job {n} a"}, {"key": "b", "prompt": f"job {n} b"}]
+        )
+    env = env_for(redis_url, fake_gemini, tmp_path)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sweeper", "--once", "--json"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    summaries = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    prompts = [c.prompt for c in fake_gemini.calls]
+    assert len(prompts) == 48 and len(set(prompts)) == 48
+    assert sum(s["images_stored"] for s in summaries) == 48
+    assert all(s["images_stored"] > 0 for s in summaries)  # both really worked
+    assert r.scard("pending-image-jobs") == 0

