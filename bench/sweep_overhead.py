@@ -61,6 +61,9 @@ class NullStorage:
     async def check_writable(self) -> None:
         return None
 
+    async def find(self, job_id: str, key: str, index: int) -> tuple[str, bytes] | None:
+        return None
+
 
 def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     with socket.socket() as s:

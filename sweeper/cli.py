@@ -1,7 +1,7 @@
 """The ``sweep`` command: parse, configure logging, call one function, exit with its code.
 
-Exit codes: 0 the command ran; 1 Redis unreachable (or another runtime
-failure); 2 bad configuration or usage.
+Exit codes: 0 the command ran (also after SIGTERM); 1 Redis unreachable (or
+another runtime failure); 2 bad configuration or usage; 130 stopped by SIGINT.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .errors import ConfigError, RedisUnavailable, SweeperError
 from .logs import setup_logging
 from .settings import Settings, load_settings
 
-EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,9 +92,11 @@ def _once(settings: Settings, budget: Budget, args: argparse.Namespace) -> int:
     from .runner import run_once
 
     settings.require_generator()
-    summary = asyncio.run(run_once(settings, budget=budget))
+    summary = asyncio.run(run_once(settings, budget=budget, handle_signals=True))
     print(json.dumps(summary.as_dict()) if args.json else display.summary_line(summary))
-    return EXIT_OK
+    if summary.stopped_by == "SIGINT":
+        return EXIT_INTERRUPTED  # what shells expect after Ctrl-C
+    return EXIT_RUNTIME if summary.redis_error else EXIT_OK
 
 
 @contextmanager

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from .embedded import EmbeddedRedis
@@ -44,6 +46,9 @@ async def open_redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
                 f"cannot reach Redis at {mask_url(url)}: {e}. "
                 "Check SWEEPER_REDIS_URL and that the server is running."
             ) from None
+        # Ride out a Redis restart or a cut connection: retry with backoff
+        # (about 10 s in all; the sweep's budget still bounds everything).
+        client.set_retry(Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=10))
         yield client
     finally:
         await client.aclose()

@@ -20,6 +20,10 @@ def summary_line(summary: SweepSummary) -> str:
     )
     if summary.budget_exhausted:
         text += " (time budget reached)"
+    if summary.stopped_by:
+        text += f" (stopped: {summary.stopped_by})"
+    if summary.redis_error:
+        text += f" (Redis failed: {summary.redis_error})"
     return text
 
 

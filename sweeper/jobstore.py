@@ -7,6 +7,7 @@ the caller's lease token inside Lua (see :mod:`sweeper.scripts`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,7 @@ class JobStore:
             scripts.BATCHED_FINISH,
             scripts.BATCHED_RELEASE,
             scripts.BATCHED_COUNT_ATTEMPT,
+            scripts.BATCHED_RENEW,
         )
 
     # -- reading --------------------------------------------------------------
@@ -156,6 +158,18 @@ class JobStore:
         ]
         args = [self.token, job_id, result.to_json(), result.status]
         return int(await self.batcher.run(scripts.BATCHED_FINISH, keys, args)) == 1
+
+    async def renew(self, job_ids: list[str]) -> list[bool]:
+        """Extend the leases of jobs still held; False where a lease was lost."""
+        replies = await asyncio.gather(
+            *(
+                self.batcher.run(
+                    scripts.BATCHED_RENEW, [self.keys.lease(i)], [self.token, self.lease_ms]
+                )
+                for i in job_ids
+            )
+        )
+        return [int(reply) == 1 for reply in replies]
 
     async def release(self, job_id: str, *, started: bool) -> bool:
         """Give the job back for the next sweep (and its start, if it never started)."""

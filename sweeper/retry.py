@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import random
 import re
 import time
@@ -27,6 +28,7 @@ from .budget import Budget, CallTimer, Clock
 from .errors import AttemptsExhausted, Deferred, GenerationError, QuotaExhausted, TransientError
 
 T = TypeVar("T")
+log = logging.getLogger("sweeper.retry")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
@@ -55,11 +57,24 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 class RateGate:
-    """Shared pause: while the API asked us to back off, no call of the sweep starts."""
+    """Shared pause: while the API asked us to back off, no call of the sweep starts.
+
+    ``close()`` stops every call for the rest of the sweep (a daily quota is gone).
+    """
 
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self.clock = clock
         self.until = 0.0
+        self.closed: str | None = None
+
+    def close(self, reason: str) -> None:
+        """No call starts again in this sweep; logged once."""
+        if self.closed is None:
+            self.closed = reason
+            log.error(
+                "daily quota exhausted: all work deferred until it resets (midnight Pacific)",
+                extra={"event": "quota_exhausted", "reason": reason},
+            )
 
     def pause(self, seconds: float) -> None:
         """Hold every call for ``seconds`` from now (never shortens a longer pause)."""
@@ -107,9 +122,10 @@ async def call_with_retry(
     on_retry: RetryHook | None = None,
 ) -> T:
     """Run ``call`` under the policy; see the module docstring for the rules."""
-    number = 1  # this sweep's attempt number, kept in step with tenacity's
+    counted = 0  # failed calls that count against max_attempts (429s do not)
 
     async def attempt() -> T:
+        nonlocal counted
         await _wait_for_gate(gate, budget, timer)
         if budget.working_remaining() < timer.estimate:
             raise Deferred("budget too short to start another call")
@@ -124,10 +140,17 @@ async def call_with_retry(
             timer.observe(budget.clock() - started)
             return result
         timer.observe(budget.clock() - started)
-        if isinstance(error, QuotaExhausted) and error.retry_after:
-            gate.pause(error.retry_after)
+        if isinstance(error, QuotaExhausted):
+            # Quota is the project's limit, not this image's fault: no attempt spent.
+            if error.daily:
+                gate.close(error.reason)
+                raise Deferred(f"daily quota exhausted: {error.reason}") from error
+            if error.retry_after:
+                gate.pause(error.retry_after)
+            raise error
+        counted += 1
         if on_failure is not None:
-            await on_failure(error, attempts_before + number)
+            await on_failure(error, attempts_before + counted)
         raise error
 
     # The first try runs without tenacity: most calls succeed, and building a
@@ -137,23 +160,19 @@ async def call_with_retry(
     except TransientError as e:
         first_error = e
 
-    def before(retry_state: RetryCallState) -> None:
-        nonlocal number
-        number = retry_state.attempt_number
-
     def wait(retry_state: RetryCallState) -> float:
         error = _error_of(retry_state)
         server = error.retry_after if isinstance(error, TransientError) else None
         return max(server or 0.0, policy.backoff(retry_state.attempt_number), gate.delay())
 
     def stop(retry_state: RetryCallState) -> bool:
-        if attempts_before + retry_state.attempt_number >= policy.max_attempts:
+        if attempts_before + counted >= policy.max_attempts:
             return True
         return retry_state.upcoming_sleep + timer.estimate > budget.working_remaining()
 
     def give_up(retry_state: RetryCallState) -> T:
         error = _error_of(retry_state)
-        total = attempts_before + retry_state.attempt_number
+        total = attempts_before + counted
         if total >= policy.max_attempts:
             raise AttemptsExhausted(f"gave up after {total} attempts: {error.reason}") from error
         raise Deferred(f"left for the next sweep: {error.reason}") from error
@@ -166,7 +185,6 @@ async def call_with_retry(
         retry=retry_if_exception_type(TransientError),
         wait=wait,
         stop=stop,
-        before=before,
         before_sleep=after,
         retry_error_callback=give_up,
         reraise=True,
@@ -216,6 +234,8 @@ def _replaying(error: Exception, attempt: Callable[[], Awaitable[T]]) -> Callabl
 
 
 async def _wait_for_gate(gate: RateGate, budget: Budget, timer: CallTimer) -> None:
+    if gate.closed is not None:
+        raise Deferred(f"daily quota exhausted: {gate.closed}")
     delay = gate.delay()
     if delay <= 0:
         return

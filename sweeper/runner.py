@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import signal
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -29,13 +32,30 @@ async def run_once(
     generator: Generator | None = None,
     storage: Storage | None = None,
     policy: RetryPolicy | None = None,
+    handle_signals: bool = False,
 ) -> SweepSummary:
-    """Connect, sweep once within the budget, record the run, close everything."""
+    """Connect, sweep once within the budget, record the run, close everything.
+
+    With ``handle_signals``, SIGTERM and SIGINT stop the sweep cleanly: no new
+    work, calls in flight get a short grace, unstarted jobs are released.
+    """
     budget = budget or Budget.from_process_start(settings.time_budget_seconds)
     async with open_redis(settings) as redis:
         return await sweep_with(
-            redis, settings, budget=budget, generator=generator, storage=storage, policy=policy
+            redis,
+            settings,
+            budget=budget,
+            generator=generator,
+            storage=storage,
+            policy=policy,
+            on_start=_stop_on_signals if handle_signals else None,
         )
+
+
+def _stop_on_signals(sweep: Sweep) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, sweep.stop, sig.name)
 
 
 async def sweep_with(
@@ -46,6 +66,7 @@ async def sweep_with(
     generator: Generator | None = None,
     storage: Storage | None = None,
     policy: RetryPolicy | None = None,
+    on_start: Callable[[Sweep], None] | None = None,
 ) -> SweepSummary:
     """One sweep on an open connection (``serve`` reuses its connection)."""
     store = JobStore(redis, settings.keys, token=new_token(), lease_seconds=settings.lease_seconds)
@@ -61,6 +82,8 @@ async def sweep_with(
         concurrency=settings.concurrency,
         default_model=settings.gemini_model,
     )
+    if on_start is not None:
+        on_start(sweep)
     try:
         summary = await sweep.run()
     finally:

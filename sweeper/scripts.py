@@ -57,9 +57,12 @@ for i = 2, #KEYS, 4 do
   n = n + 1
   if redis.call('SISMEMBER', KEYS[1], id) == 1
       and redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    -- counted here, in the same step as the lease; RELEASE gives it back if
-    -- the sweep never started the job
+    -- counted here, in the same step as the lease: 'job' counts sweeps that
+    -- worked on the job (RELEASE gives it back if the sweep never started),
+    -- 'unclean' counts claims not yet ended by RELEASE or FINISH, i.e. sweeps
+    -- that died holding the job
     redis.call('HINCRBY', KEYS[i + 2], 'job', 1)
+    redis.call('HINCRBY', KEYS[i + 2], 'unclean', 1)
     local record = false
     if fetch == '1' and redis.call('TYPE', KEYS[i + 3]).ok == 'string' then
       record = redis.call('GET', KEYS[i + 3])
@@ -83,6 +86,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
+# Extend the lease of a job still being worked on.
+# KEYS: lease
+# ARGV: token, lease_ms
+RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
 # End a job (completed, partial, failed or quarantined) in one atomic step.
 # KEYS: lease, result, pending_set, record, failed_set, attempts, first_seen
 # ARGV: token, id, result_json, status
@@ -102,12 +113,16 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
-# Give a job back (the sweep ends with work left); only the owner may. A job
-# the sweep never started gets back the attempt CLAIM counted.
+# Give a job back (the sweep ends with work left); only the owner may. The
+# claim ended cleanly ('unclean' back down); a job the sweep never started
+# also gets back the start CLAIM counted.
 # KEYS: lease, attempts
 # ARGV: token, started (1 or 0)
 RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HINCRBY', KEYS[2], 'unclean', -1) <= 0 then
+  redis.call('HDEL', KEYS[2], 'unclean')
+end
 if ARGV[2] == '0' and redis.call('HINCRBY', KEYS[2], 'job', -1) <= 0 then
   redis.call('HDEL', KEYS[2], 'job')
 end
@@ -157,5 +172,6 @@ class Batched:
 
 BATCHED_PROGRESS = Batched("progress", PROGRESS, keys=2, args=3)
 BATCHED_FINISH = Batched("finish", FINISH, keys=7, args=4)
+BATCHED_RENEW = Batched("renew", RENEW, keys=1, args=2)
 BATCHED_RELEASE = Batched("release", RELEASE, keys=2, args=2)
 BATCHED_COUNT_ATTEMPT = Batched("count_attempt", COUNT_ATTEMPT, keys=2, args=2)

@@ -36,9 +36,10 @@ TOML_PATH = Path("config/sweeper.toml")
 API_KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 STORAGE_SCHEMES = ("file", "s3", "gs", "az", "redis")
 SUPPORTED_STORAGE_SCHEMES = ("file",)
-# Leases outlive the budget by this much so a crashed sweep's jobs come back
-# no later than budget + 60 s (CONTRACT section 2).
-LEASE_MARGIN_SECONDS = 60.0
+# A crashed sweep's jobs must be claimable again no later than budget + 60 s
+# after they were claimed (CONTRACT section 2). Leases are renewed while work
+# goes on, so a lease of at most 60 s keeps that promise whatever the budget.
+MAX_LEASE_SECONDS = 60.0
 
 
 class Settings(BaseSettings):
@@ -62,6 +63,7 @@ class Settings(BaseSettings):
     concurrency: int = Field(4, ge=1, le=256)
     max_attempts: int = Field(5, ge=1, le=100)
     call_timeout_seconds: float = Field(120.0, gt=0, le=3_600)
+    lease_seconds: float = Field(60.0, ge=1, le=MAX_LEASE_SECONDS)
     retry_initial_seconds: float = Field(1.0, ge=0, le=600)
     retry_max_seconds: float = Field(30.0, ge=0, le=3_600)
     storage_url: str = "file://./var/images"
@@ -165,11 +167,6 @@ class Settings(BaseSettings):
             failed_set=self.failed_set,
             internal_prefix=self.internal_prefix,
         )
-
-    @property
-    def lease_seconds(self) -> float:
-        """How long a claim lasts without renewal: the budget plus a margin."""
-        return self.time_budget_seconds + LEASE_MARGIN_SECONDS
 
     def secrets(self) -> list[str]:
         """Every secret value set, for scrubbing from log output."""

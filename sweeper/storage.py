@@ -32,6 +32,10 @@ class Storage(Protocol):
         """Raise StorageError when nothing can be stored (for ``doctor``)."""
         ...
 
+    async def find(self, job_id: str, key: str, index: int) -> tuple[str, bytes] | None:
+        """URL and bytes of a variation stored earlier whose result was never written."""
+        ...
+
 
 def object_name(job_id: str, key: str, index: int, info: ImageInfo) -> str:
     """``<id>/<key>-<n>-<sha12>.<ext>``; refuses anything that could leave the root."""
@@ -67,6 +71,19 @@ class FileStorage:
             return f"{self.public_base_url}/{quote(name)}"
         return path.as_uri()
 
+    async def find(self, job_id: str, key: str, index: int) -> tuple[str, bytes] | None:
+        if not (is_valid_id(job_id) and is_valid_id(key)):
+            return None
+        directory = self.path_for(_segment(job_id))
+        prefix = f"{_segment(key)}-{index}-"
+        found = await asyncio.to_thread(_first_match, directory, prefix)
+        if found is None:
+            return None
+        data = await asyncio.to_thread(found.read_bytes)
+        name = f"{_segment(job_id)}/{found.name}"
+        url = f"{self.public_base_url}/{quote(name)}" if self.public_base_url else found.as_uri()
+        return url, data
+
     async def check_writable(self) -> None:
         probe = self.path_for(".doctor-probe")
         try:
@@ -74,6 +91,17 @@ class FileStorage:
             probe.unlink()
         except OSError as e:
             raise StorageError(f"cannot write under {self.root}: {e}") from e
+
+
+def _first_match(directory: Path, prefix: str) -> Path | None:
+    # <key>-<n>-<sha12>.<ext>: the 12 hex digits tell it from key "a-1" vs "a-10".
+    if not directory.is_dir():
+        return None
+    for path in directory.iterdir():
+        rest = path.name.removeprefix(prefix)
+        if rest != path.name and len(rest.split(".")[0]) == 12:
+            return path
+    return None
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from enqueue_client.records import StoredImage, utc_iso
+from redis.exceptions import RedisError
+
+from enqueue_client.records import ImageFailure, StoredImage, utc_iso
 
 from .budget import Budget, CallTimer
 from .errors import (
@@ -41,6 +43,12 @@ from .storage import Storage, object_name
 log = logging.getLogger("sweeper.sweep")
 
 WINDOW = 1000
+# A job held by this many sweeps that died without releasing it is quarantined.
+POISON_CRASHES = 3
+# After a stop request (SIGTERM, SIGINT), calls in flight get this long to land.
+STOP_GRACE = 3.0
+# Releasing leases at the end never takes longer than this.
+CLEANUP_LIMIT = 1.5
 
 
 @dataclass(slots=True)
@@ -59,11 +67,14 @@ class SweepSummary:
     images_stored: int = 0
     images_failed: int = 0
     images_deferred: int = 0
+    images_adopted: int = 0
     api_calls: int = 0
     retries: int = 0
     budget_exhausted: bool = False
     leases_lost: int = 0
     redis_round_trips: int = 0
+    stopped_by: str | None = None
+    redis_error: str | None = None
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -101,9 +112,11 @@ class Sweep:
         self.now: Now = now or (lambda: datetime.now(UTC))
         self.timer = CallTimer()
         self.gate = RateGate(budget.clock)
-        self.jobs: list[Job] = []
+        self.held: dict[str, Job] = {}  # claimed and not yet ended or lost
         self._stamp_cache: tuple[int, str] = (-1, "")
         self.summary = SweepSummary(run_id=store.token, started_at=self.stamp())
+        self.stopping: str | None = None
+        self._phase: asyncio.Timeout | None = None
         self._queue: asyncio.Queue[tuple[Job, Slot]] = asyncio.Queue(maxsize=concurrency * 2)
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -121,15 +134,20 @@ class Sweep:
         """Sweep until the pending set is done or the budget ends; always clean up."""
         started = time.monotonic()
         workers = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
+        workers.append(asyncio.create_task(self._keep_leases()))
         try:
-            async with asyncio.timeout(max(0.0, self.budget.working_remaining())):
+            async with asyncio.timeout(max(0.0, self.budget.working_remaining())) as phase:
+                self._phase = phase
                 await self.store.load_scripts()
                 await self._feed()
                 await self._queue.join()
                 await self._settle_tasks()
         except TimeoutError:
-            self.summary.budget_exhausted = True
-            log.warning("time budget reached; stopping", extra={"event": "budget_exhausted"})
+            if self.stopping is None:
+                self.summary.budget_exhausted = True
+                log.warning("time budget reached; stopping", extra={"event": "budget_exhausted"})
+        except RedisError as e:
+            self._redis_failed(e)
         finally:
             for task in [*workers, *self._tasks]:
                 task.cancel()
@@ -139,15 +157,38 @@ class Sweep:
             self.summary.redis_round_trips = self.store.round_trips
         return self.summary
 
+    def stop(self, reason: str, grace: float = STOP_GRACE) -> None:
+        """Start no more work; calls in flight get ``grace`` seconds, then the sweep ends."""
+        if self.stopping is None:
+            self.stopping = reason
+            self.summary.stopped_by = reason
+            log.warning(
+                "stopping: no new work", extra={"event": "stop_requested", "reason": reason}
+            )
+        if self._phase is not None:
+            when = asyncio.get_running_loop().time() + grace
+            current = self._phase.when()
+            if current is None or when < current:
+                self._phase.reschedule(when)
+
+    def _redis_failed(self, error: Exception) -> None:
+        if self.summary.redis_error is None:
+            self.summary.redis_error = str(error)
+            log.error(
+                "Redis unreachable after retries; stopping, the next sweep resumes",
+                extra={"event": "redis_error", "reason": str(error)},
+            )
+        self.stop("redis unreachable", grace=0)
+
     async def _settle_tasks(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _clean_up(self) -> None:
         """Release every job this sweep claimed but did not end, within the reserve."""
-        unfinished = [job for job in self.jobs if not job.ended and not job.lost]
+        unfinished = list(self.held.values())
         try:
-            async with asyncio.timeout(max(0.2, self.budget.remaining() - 0.2)):
+            async with asyncio.timeout(max(0.2, min(CLEANUP_LIMIT, self.budget.remaining() - 0.2))):
                 released = await asyncio.gather(
                     *(self.store.release(job.job_id, started=job.started) for job in unfinished),
                     return_exceptions=True,
@@ -165,6 +206,26 @@ class Sweep:
                 "job released for the next sweep",
                 extra={"event": "job_released", "job_id": job.job_id, "images_left": len(job.left)},
             )
+
+    async def _keep_leases(self) -> None:
+        """Renew every held lease a few times per lease period, so healthy work is never stolen."""
+        interval = self.store.lease_ms / 1000 / 3
+        while True:
+            await asyncio.sleep(interval)
+            held = list(self.held.values())
+            if not held:
+                continue
+            try:
+                alive = await self.store.renew([job.job_id for job in held])
+            except RedisError as e:
+                log.warning(
+                    "could not renew leases; retrying",
+                    extra={"event": "renew_error", "reason": str(e)},
+                )
+                continue
+            for job, ok in zip(held, alive, strict=True):
+                if not ok and not job.ended:
+                    self._lost(job)
 
     # -- feeding --------------------------------------------------------------
 
@@ -184,6 +245,8 @@ class Sweep:
                 i += room
 
     def _can_start_work(self) -> bool:
+        if self.stopping is not None or self.gate.closed is not None:
+            return False
         room = self.budget.working_remaining() - self.timer.estimate
         return room > 0 and room > self.gate.delay()
 
@@ -220,6 +283,10 @@ class Sweep:
                 self._spawn(self._quarantine(claimed.job_id, candidate.problem or "no record"))
                 continue
             job = self._job_from(candidate, claimed)
+            crashes = job.attempts.get("unclean", 1) - 1
+            if crashes >= POISON_CRASHES:
+                self._poisoned(job, crashes)
+                continue
             if not job.left:
                 self._spawn(self._end(job))
                 continue
@@ -234,8 +301,23 @@ class Sweep:
         assert candidate.record is not None
         result, left = resume(candidate.job_id, candidate.record, claimed.result_json)
         job = Job(candidate.job_id, candidate.record, result, left, claimed.attempts)
-        self.jobs.append(job)
+        self.held[job.job_id] = job
         return job
+
+    def _poisoned(self, job: Job, crashes: int) -> None:
+        """A job whose sweeps keep dying: end it rather than crash the next sweep too."""
+        reason = (
+            f"quarantined: {crashes} sweeps died while working on this job "
+            "(killed, out of memory, or a crash it causes)"
+        )
+        job.result.failures["*"] = ImageFailure(reason=reason, retryable=False, attempts=crashes)
+        job.left = []
+        log.error(
+            "poison job quarantined",
+            extra={"event": "job_quarantined", "job_id": job.job_id, "reason": reason},
+        )
+        self.summary.jobs_quarantined += 1
+        self._spawn(self._end(job))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(self._guarded(coro))
@@ -245,6 +327,8 @@ class Sweep:
     async def _guarded(self, coro: Coroutine[Any, Any, None]) -> None:
         try:
             await coro
+        except RedisError as e:
+            self._redis_failed(e)
         except Exception:  # one bad job must not stop the sweep
             log.exception("unexpected error finishing a job", extra={"event": "job_error"})
             self.summary.errors.append("finish")
@@ -265,6 +349,8 @@ class Sweep:
             job, slot = await self._queue.get()
             try:
                 await self._work(job, slot)
+            except RedisError as e:  # retried by the client already: Redis is gone
+                self._redis_failed(e)
             except Exception:  # one bad job must not stop the sweep
                 log.exception(
                     "unexpected error; the image stays pending",
@@ -308,6 +394,8 @@ class Sweep:
         )
         started = time.monotonic()
         fields = {"job_id": job.job_id, "image_key": slot.key, "variation": slot.index}
+        if job.attempts.get("job", 1) > 1 and await self._adopt(job, slot, request.model):
+            return True  # an earlier sweep stored it and died before recording it
         try:
             image, info = await call_with_retry(
                 lambda: self._call(request),
@@ -352,21 +440,7 @@ class Sweep:
             )
             self.summary.errors.append(f"{job.job_id}/{slot.counter}: storage")
             return False
-        add_image(
-            job.result,
-            slot,
-            StoredImage.model_construct(  # trusted values: skip validation in the hot path
-                url=url,
-                mime_type=info.mime_type,
-                width=info.width,
-                height=info.height,
-                bytes=info.size,
-                sha256=info.sha256,
-                model=image.model,
-                generated_at=self.stamp(),
-                index=slot.index,
-            ),
-        )
+        add_image(job.result, slot, _stored(url, info, image.model, self.stamp(), slot.index))
         self.summary.images_stored += 1
         if log.isEnabledFor(logging.INFO):  # skip building the event when nobody reads it
             log.info(
@@ -379,6 +453,30 @@ class Sweep:
                     "duration": round(time.monotonic() - started, 3),
                 },
             )
+        return True
+
+    async def _adopt(self, job: Job, slot: Slot, model: str) -> bool:
+        """Record bytes a crashed sweep stored but never wrote into the result."""
+        found = await self.storage.find(job.job_id, slot.key, slot.index)
+        if found is None:
+            return False
+        url, data = found
+        try:
+            info = inspect_image(data)
+        except ValueError:
+            return False
+        add_image(job.result, slot, _stored(url, info, model, self.stamp(), slot.index))
+        self.summary.images_adopted += 1
+        log.info(
+            "stored image adopted without a new call",
+            extra={
+                "event": "image_adopted",
+                "job_id": job.job_id,
+                "image_key": slot.key,
+                "variation": slot.index,
+                "url": url,
+            },
+        )
         return True
 
     async def _call(self, request: ImageRequest) -> tuple[GeneratedImage, ImageInfo]:
@@ -431,6 +529,7 @@ class Sweep:
             job.ended = False
             self._lost(job)
             return
+        self.held.pop(job.job_id, None)
         status = job.result.status
         if status == "completed":
             self.summary.jobs_completed += 1
@@ -443,6 +542,7 @@ class Sweep:
         )
 
     def _lost(self, job: Job) -> None:
+        self.held.pop(job.job_id, None)
         if not job.lost:
             job.lost = True
             self.summary.leases_lost += 1
@@ -450,6 +550,20 @@ class Sweep:
                 "lease lost to another sweep; dropping the job",
                 extra={"event": "lease_lost", "job_id": job.job_id},
             )
+
+
+def _stored(url: str, info: ImageInfo, model: str, stamp: str, index: int) -> StoredImage:
+    return StoredImage.model_construct(  # trusted values: skip validation in the hot path
+        url=url,
+        mime_type=info.mime_type,
+        width=info.width,
+        height=info.height,
+        bytes=info.size,
+        sha256=info.sha256,
+        model=model,
+        generated_at=stamp,
+        index=index,
+    )
 
 
 def new_token() -> str:

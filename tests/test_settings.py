@@ -26,7 +26,7 @@ def test_defaults_follow_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.generator == "gemini"
     assert s.gemini_model == "gemini-3.1-flash-image"
     assert s.log_level == "INFO" and s.log_format == "auto"
-    assert s.lease_seconds == 340
+    assert s.lease_seconds == 60
 
 
 @pytest.mark.parametrize(
@@ -36,6 +36,7 @@ def test_defaults_follow_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"SWEEPER_CONCURRENCY": "0"}, "SWEEPER_CONCURRENCY"),
         ({"SWEEPER_TIME_BUDGET_SECONDS": "-1"}, "SWEEPER_TIME_BUDGET_SECONDS"),
         ({"SWEEPER_MAX_ATTEMPTS": "0"}, "SWEEPER_MAX_ATTEMPTS"),
+        ({"SWEEPER_LEASE_SECONDS": "600"}, "SWEEPER_LEASE_SECONDS"),
         ({"SWEEPER_REDIS_URL": "http://localhost"}, "SWEEPER_REDIS_URL"),
         ({"SWEEPER_STORAGE_URL": "ftp://x"}, "SWEEPER_STORAGE_URL"),
         ({"SWEEPER_STORAGE_URL": "s3://bucket/p"}, "SWEEPER_STORAGE_URL"),
