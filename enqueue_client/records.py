@@ -28,8 +28,8 @@ from .keys import ID_PATTERN
 
 #: Records larger than this are refused by the client and quarantined by the sweeper.
 MAX_RECORD_BYTES = 10 * 1024 * 1024
-#: Decoded inline input images larger than this are refused (Gemini caps a request at 20 MB).
-MAX_INPUT_IMAGE_BYTES = 15 * 1024 * 1024
+#: Decoded inline input images larger than this are refused; base64 of it still fits a record.
+MAX_INPUT_IMAGE_BYTES = 7 * 1024 * 1024
 MAX_IMAGES = 64
 MAX_COUNT = 8
 MAX_PROMPT_CHARS = 8000

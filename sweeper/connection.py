@@ -47,8 +47,8 @@ async def open_redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
                 "Check SWEEPER_REDIS_URL and that the server is running."
             ) from None
         # Ride out a Redis restart or a cut connection: retry with backoff
-        # (about 10 s in all; the sweep's budget still bounds everything).
-        client.set_retry(Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=10))
+        # (about 5 s in all; the sweep's budget still bounds everything).
+        client.set_retry(Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=8))
         yield client
     finally:
         await client.aclose()

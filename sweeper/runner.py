@@ -90,6 +90,8 @@ async def sweep_with(
         if own_generator:
             await generator.aclose()
     log.info("sweep finished", extra={"event": "sweep_finished", **summary.as_dict()})
+    if summary.redis_error:
+        return summary  # nothing more to write where nothing can be written
     try:
         async with redis.pipeline(transaction=False) as pipe:
             pipe.lpush(settings.keys.runs, json.dumps(summary.as_dict()))

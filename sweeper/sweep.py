@@ -21,7 +21,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from enqueue_client.records import ImageFailure, StoredImage, utc_iso
+from enqueue_client.records import ImageFailure, ResultRecord, StoredImage, utc_iso
 
 from .budget import Budget, CallTimer
 from .errors import (
@@ -280,7 +280,8 @@ class Sweep:
             if candidate.needs_fetch:
                 candidate = fill_fetched(candidate, claimed.record_json)
             if candidate.problem is not None or candidate.record is None:
-                self._spawn(self._quarantine(claimed.job_id, candidate.problem or "no record"))
+                problem = candidate.problem or "record is missing"
+                self._spawn(self._quarantine(claimed.job_id, problem, claimed.result_json))
                 continue
             job = self._job_from(candidate, claimed)
             crashes = job.attempts.get("unclean", 1) - 1
@@ -333,7 +334,13 @@ class Sweep:
             log.exception("unexpected error finishing a job", extra={"event": "job_error"})
             self.summary.errors.append("finish")
 
-    async def _quarantine(self, job_id: str, reason: str) -> None:
+    async def _quarantine(self, job_id: str, reason: str, result_json: str | None = None) -> None:
+        ended = _final_result(result_json) if reason.startswith("record is missing") else None
+        if ended is not None:
+            # The job ended and its record went with it; the id came back on its
+            # own (a producer's retry, a hand-made SADD). Keep the result.
+            await self.store.finish(job_id, ended)
+            return
         result = quarantined(job_id, reason, self.stamp())
         if await self.store.finish(job_id, result):
             self.summary.jobs_quarantined += 1
@@ -550,6 +557,16 @@ class Sweep:
                 "lease lost to another sweep; dropping the job",
                 extra={"event": "lease_lost", "job_id": job.job_id},
             )
+
+
+def _final_result(result_json: str | None) -> ResultRecord | None:
+    if not result_json:
+        return None
+    try:
+        result = ResultRecord.model_validate_json(result_json)
+    except ValueError:
+        return None
+    return result if result.is_final else None
 
 
 def _stored(url: str, info: ImageInfo, model: str, stamp: str, index: int) -> StoredImage:

@@ -45,8 +45,9 @@ def redis_server_binary() -> str:
 class RedisServer:
     """A redis-server process of the test suite's own, restartable on the same port."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, durable: bool = False) -> None:
         self.directory = directory
+        self.durable = durable  # append-only file, fsync always: survives a restart
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -65,7 +66,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.durable else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.directory),
             ],
@@ -87,10 +90,25 @@ class RedisServer:
             self.process.wait(timeout=10)
             self.process = None
 
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server of the test's own that keeps its data across restarts."""
+    directory = tmp_path / "durable-redis"
+    directory.mkdir()
+    server = RedisServer(directory, durable=True)
     server.start()
     yield server
     server.stop()

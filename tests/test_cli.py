@@ -135,8 +135,12 @@ def test_budget_holds_from_process_start_even_when_the_api_hangs(
 
 
 def test_debug_output_never_contains_secrets(
-    redis_url: str, fake_gemini: FakeGemini, tmp_path: Path
+    redis_url: str, r: redis.Redis, fake_gemini: FakeGemini, tmp_path: Path
 ) -> None:
+    r.execute_command(
+        "ACL", "SETUSER", "sweeper-user", "on", ">pw-redis-secret", "~*", "&*", "+@all"
+    )
+    secret_url = redis_url.replace("redis://", "redis://sweeper-user:pw-redis-secret@")
     client = EnqueueClient.from_url(redis_url)
     client.enqueue(
         "s1",
@@ -146,8 +150,10 @@ def test_debug_output_never_contains_secrets(
             {"key": "c", "prompt": "flaky [err:503x1]"},
         ],
     )
+    r.set("pending-images:broken", "{nope")
+    r.sadd("pending-image-jobs", "broken")
     env = env_for(
-        redis_url,
+        secret_url,
         fake_gemini,
         tmp_path,
         SWEEPER_LOG_LEVEL="DEBUG",
@@ -156,11 +162,18 @@ def test_debug_output_never_contains_secrets(
     )
     out = run_cli("--once", env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+    assert "retry_scheduled" in out.stderr and "job_quarantined" in out.stderr
     assert len(out.stderr) > 500  # DEBUG really logged something
-    for secret in (SECRET_KEY, "whsec-secret-value", "telegram-secret"):
-        assert secret not in out.stdout + out.stderr
-    result = redis.Redis.from_url(redis_url).get("image-results:s1") or b""
-    assert SECRET_KEY.encode() not in result
+    status = run_cli("status", env=env, cwd=tmp_path)
+    inspect = run_cli("inspect", "s1", env=env, cwd=tmp_path)
+    seen = out.stdout + out.stderr + status.stdout + status.stderr + inspect.stdout + inspect.stderr
+    stored = b"".join(
+        redis.Redis.from_url(redis_url).get(k) or b"" for k in r.keys("image-results:*")
+    )
+    for secret in (SECRET_KEY, "whsec-secret-value", "telegram-secret", "pw-redis-secret"):
+        assert secret not in seen
+        assert secret.encode() not in stored
+    assert fake_gemini.calls[0].api_key == SECRET_KEY  # it was really used
 
 
 def test_two_sweep_processes_never_draw_the_same_image(
