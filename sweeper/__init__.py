@@ -13,7 +13,7 @@ from .errors import (
 )
 from .runner import run_once, sweep_with
 from .settings import Settings, load_settings
-from .sweep import SweepSummary
+from .summary import SweepSummary
 
 __all__ = [
     "Budget",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .sweep import SweepSummary
+from .summary import SweepSummary
 
 
 def summary_line(summary: SweepSummary) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -39,6 +40,7 @@ class Job:
     started: bool = False
     ended: bool = False
     lost: bool = False
+    claimed_at: float = field(default_factory=time.monotonic)
 
     def attempts_of(self, slot: Slot) -> int:
         """Failed calls of this slot in earlier sweeps."""

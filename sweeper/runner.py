@@ -18,7 +18,8 @@ from .jobstore import JobStore
 from .retry import RetryPolicy
 from .settings import Settings
 from .storage import Storage, open_storage
-from .sweep import Sweep, SweepSummary, new_token
+from .summary import SweepSummary
+from .sweep import Sweep, new_token
 
 log = logging.getLogger("sweeper")
 

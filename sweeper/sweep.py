@@ -15,30 +15,23 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from enqueue_client.records import ImageFailure, ResultRecord, StoredImage, utc_iso
+from enqueue_client.records import ImageFailure, ResultRecord, utc_iso
 
-from .budget import Budget, CallTimer
-from .errors import (
-    AttemptsExhausted,
-    Deferred,
-    GenerationError,
-    PermanentError,
-    StorageError,
-    TransientError,
-)
-from .generators.base import GeneratedImage, Generator, ImageRequest
-from .images import ImageInfo, inspect_image
+from .budget import Budget
+from .drawing import Drawer
+from .generators.base import Generator
 from .jobs import Candidate, Job, candidate_from, fill_fetched, order
 from .jobstore import Claimed, JobStore
-from .results import Slot, add_failure, add_image, quarantined, resume, settle
-from .retry import RateGate, RetryPolicy, call_with_retry
-from .storage import Storage, object_name
+from .metrics import Metrics, reason_label
+from .results import Slot, quarantined, resume, settle
+from .retry import RetryPolicy
+from .storage import Storage
+from .summary import SweepSummary
 
 log = logging.getLogger("sweeper.sweep")
 
@@ -49,37 +42,6 @@ POISON_CRASHES = 3
 STOP_GRACE = 3.0
 # Releasing leases at the end never takes longer than this.
 CLEANUP_LIMIT = 1.5
-
-
-@dataclass(slots=True)
-class SweepSummary:
-    """What one sweep did; logged as the final line and kept for ``sweep status``."""
-
-    run_id: str
-    started_at: str
-    duration_seconds: float = 0.0
-    jobs_claimed: int = 0
-    jobs_completed: int = 0
-    jobs_partial: int = 0
-    jobs_failed: int = 0
-    jobs_quarantined: int = 0
-    jobs_released: int = 0
-    images_stored: int = 0
-    images_failed: int = 0
-    images_deferred: int = 0
-    images_adopted: int = 0
-    api_calls: int = 0
-    retries: int = 0
-    budget_exhausted: bool = False
-    leases_lost: int = 0
-    redis_round_trips: int = 0
-    stopped_by: str | None = None
-    redis_error: str | None = None
-    errors: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data for JSON."""
-        return asdict(self)
 
 
 Now = Callable[[], datetime]
@@ -100,21 +62,29 @@ class Sweep:
         default_model: str,
         window: int = WINDOW,
         now: Now | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
-        self.generator = generator
-        self.storage = storage
         self.budget = budget
-        self.policy = policy
         self.concurrency = concurrency
-        self.default_model = default_model
         self.window = window
         self.now: Now = now or (lambda: datetime.now(UTC))
-        self.timer = CallTimer()
-        self.gate = RateGate(budget.clock)
+        self.metrics = metrics or Metrics()
         self.held: dict[str, Job] = {}  # claimed and not yet ended or lost
         self._stamp_cache: tuple[int, str] = (-1, "")
         self.summary = SweepSummary(run_id=store.token, started_at=self.stamp())
+        self.drawer = Drawer(
+            store=store,
+            generator=generator,
+            storage=storage,
+            budget=budget,
+            policy=policy,
+            default_model=default_model,
+            summary=self.summary,
+            metrics=self.metrics,
+            stamp=self.stamp,
+            lost=self._lost,
+        )
         self.stopping: str | None = None
         self._phase: asyncio.Timeout | None = None
         self._queue: asyncio.Queue[tuple[Job, Slot]] = asyncio.Queue(maxsize=concurrency * 2)
@@ -245,10 +215,11 @@ class Sweep:
                 i += room
 
     def _can_start_work(self) -> bool:
-        if self.stopping is not None or self.gate.closed is not None:
+        gate, timer = self.drawer.gate, self.drawer.timer
+        if self.stopping is not None or gate.closed is not None:
             return False
-        room = self.budget.working_remaining() - self.timer.estimate
-        return room > 0 and room > self.gate.delay()
+        room = self.budget.working_remaining() - timer.estimate
+        return room > 0 and room > gate.delay()
 
     async def _windows(self) -> AsyncIterator[list[Candidate]]:
         """Windows of the pending set, each ordered by priority then newest timestamp."""
@@ -285,15 +256,23 @@ class Sweep:
                 continue
             job = self._job_from(candidate, claimed)
             crashes = job.attempts.get("unclean", 1) - 1
+            if crashes > 0:
+                self.metrics.lease_takeovers.inc()
             if crashes >= POISON_CRASHES:
                 self._poisoned(job, crashes)
                 continue
             if not job.left:
                 self._spawn(self._end(job))
                 continue
+            self.summary.images_planned += len(job.left)
             log.debug(
                 "job claimed",
-                extra={"event": "job_claimed", "job_id": job.job_id, "images_left": len(job.left)},
+                extra={
+                    "event": "job_claimed",
+                    "job_id": job.job_id,
+                    "images_left": len(job.left),
+                    "attempt": job.attempts.get("job", 1),
+                },
             )
             for slot in list(job.left):
                 await self._queue.put((job, slot))
@@ -318,6 +297,7 @@ class Sweep:
             extra={"event": "job_quarantined", "job_id": job.job_id, "reason": reason},
         )
         self.summary.jobs_quarantined += 1
+        self.metrics.jobs_quarantined.labels("poison").inc()
         self._spawn(self._end(job))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -344,6 +324,7 @@ class Sweep:
         result = quarantined(job_id, reason, self.stamp())
         if await self.store.finish(job_id, result):
             self.summary.jobs_quarantined += 1
+            self.metrics.jobs_quarantined.labels(reason_label(reason)).inc()
             log.warning(
                 "record quarantined",
                 extra={"event": "job_quarantined", "job_id": job_id, "reason": reason},
@@ -372,151 +353,17 @@ class Sweep:
             return
         if not self._can_start_work():
             self.summary.images_deferred += 1
+            self.metrics.images_deferred.inc()
             return
         job.started = True  # CLAIM counted the start; RELEASE gives it back if never set
         job.in_flight += 1
         try:
-            resolved = await self._draw(job, slot)
+            resolved = await self.drawer.draw(job, slot)
         finally:
             job.in_flight -= 1
         if resolved:
             job.left.remove(slot)
             await (self._end(job) if job.idle else self._progress(job))
-
-    async def _draw(self, job: Job, slot: Slot) -> bool:
-        """Generate and store one slot; True when it is settled (stored or failed for good)."""
-        spec = next(image for image in job.record.images if image.key == slot.key)
-        request = ImageRequest(
-            job_id=job.job_id,
-            key=slot.key,
-            index=slot.index,
-            prompt=spec.prompt,
-            model=spec.model or self.default_model,
-            aspect_ratio=spec.aspect_ratio,
-            input_image=spec.input_image.decoded()
-            if spec.input_image and spec.input_image.data
-            else None,
-            input_mime_type=spec.input_image.mime_type if spec.input_image else None,
-            input_url=spec.input_image.url if spec.input_image else None,
-        )
-        started = time.monotonic()
-        fields = {"job_id": job.job_id, "image_key": slot.key, "variation": slot.index}
-        if job.attempts.get("job", 1) > 1 and await self._adopt(job, slot, request.model):
-            return True  # an earlier sweep stored it and died before recording it
-        try:
-            image, info = await call_with_retry(
-                lambda: self._call(request),
-                policy=self.policy,
-                budget=self.budget,
-                timer=self.timer,
-                gate=self.gate,
-                attempts_before=job.attempts_of(slot),
-                on_failure=lambda error, total: self._count_failure(job, slot, error, total),
-                on_retry=lambda error, n, delay: self._log_retry(fields, error, n, delay),
-            )
-        except Deferred as e:
-            self.summary.images_deferred += 1
-            log.info(
-                "image left for the next sweep",
-                extra={**fields, "event": "image_deferred", "reason": e.reason},
-            )
-            return False
-        except PermanentError as e:
-            calls = job.attempts_of(slot) + (0 if isinstance(e, AttemptsExhausted) else 1)
-            add_failure(job.result, slot, e.reason, retryable=e.retryable, attempts=calls)
-            self.summary.images_failed += 1
-            log.warning(
-                "image failed",
-                extra={
-                    **fields,
-                    "event": "image_failed",
-                    "reason": e.reason,
-                    "attempt": calls,
-                    "duration": round(time.monotonic() - started, 3),
-                },
-            )
-            return True
-        try:
-            url = await self.storage.put(
-                object_name(job.job_id, slot.key, slot.index, info), image.data, info.mime_type
-            )
-        except StorageError as e:
-            log.error(
-                "could not store image; it stays pending",
-                extra={**fields, "event": "storage_error", "reason": str(e)},
-            )
-            self.summary.errors.append(f"{job.job_id}/{slot.counter}: storage")
-            return False
-        add_image(job.result, slot, _stored(url, info, image.model, self.stamp(), slot.index))
-        self.summary.images_stored += 1
-        if log.isEnabledFor(logging.INFO):  # skip building the event when nobody reads it
-            log.info(
-                "image stored",
-                extra={
-                    **fields,
-                    "event": "image_stored",
-                    "url": url,
-                    "attempt": job.attempts_of(slot) + 1,
-                    "duration": round(time.monotonic() - started, 3),
-                },
-            )
-        return True
-
-    async def _adopt(self, job: Job, slot: Slot, model: str) -> bool:
-        """Record bytes a crashed sweep stored but never wrote into the result."""
-        found = await self.storage.find(job.job_id, slot.key, slot.index)
-        if found is None:
-            return False
-        url, data = found
-        try:
-            info = inspect_image(data)
-        except ValueError:
-            return False
-        add_image(job.result, slot, _stored(url, info, model, self.stamp(), slot.index))
-        self.summary.images_adopted += 1
-        log.info(
-            "stored image adopted without a new call",
-            extra={
-                "event": "image_adopted",
-                "job_id": job.job_id,
-                "image_key": slot.key,
-                "variation": slot.index,
-                "url": url,
-            },
-        )
-        return True
-
-    async def _call(self, request: ImageRequest) -> tuple[GeneratedImage, ImageInfo]:
-        self.summary.api_calls += 1
-        image = await self.generator.generate(request)
-        try:
-            return image, inspect_image(image.data)
-        except ValueError as e:
-            raise TransientError(f"unreadable image in reply: {e}") from e
-
-    async def _count_failure(
-        self, job: Job, slot: Slot, error: GenerationError, total: int
-    ) -> None:
-        count = await self.store.count_attempt(job.job_id, slot.counter)
-        if count < 0:
-            self._lost(job)
-        else:
-            job.attempts[slot.counter] = count
-
-    def _log_retry(
-        self, fields: dict[str, Any], error: GenerationError, n: int, delay: float
-    ) -> None:
-        self.summary.retries += 1
-        log.info(
-            "retry scheduled",
-            extra={
-                **fields,
-                "event": "retry_scheduled",
-                "reason": error.reason,
-                "attempt": n,
-                "delay": round(delay, 2),
-            },
-        )
 
     # -- recording ------------------------------------------------------------
 
@@ -538,6 +385,7 @@ class Sweep:
             return
         self.held.pop(job.job_id, None)
         status = job.result.status
+        self.metrics.jobs_finished.labels(status).inc()
         if status == "completed":
             self.summary.jobs_completed += 1
         elif status == "partial":
@@ -545,7 +393,14 @@ class Sweep:
         else:
             self.summary.jobs_failed += 1
         log.info(
-            "job finished", extra={"event": "job_finished", "job_id": job.job_id, "status": status}
+            "job finished",
+            extra={
+                "event": "job_finished",
+                "job_id": job.job_id,
+                "status": status,
+                "attempt": job.result.attempts,
+                "duration": round(time.monotonic() - job.claimed_at, 3),
+            },
         )
 
     def _lost(self, job: Job) -> None:
@@ -567,20 +422,6 @@ def _final_result(result_json: str | None) -> ResultRecord | None:
     except ValueError:
         return None
     return result if result.is_final else None
-
-
-def _stored(url: str, info: ImageInfo, model: str, stamp: str, index: int) -> StoredImage:
-    return StoredImage.model_construct(  # trusted values: skip validation in the hot path
-        url=url,
-        mime_type=info.mime_type,
-        width=info.width,
-        height=info.height,
-        bytes=info.size,
-        sha256=info.sha256,
-        model=model,
-        generated_at=stamp,
-        index=index,
-    )
 
 
 def new_token() -> str:
