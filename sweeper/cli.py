@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -24,6 +24,9 @@ from .budget import Budget
 from .errors import ConfigError, RedisUnavailable, SweeperError
 from .logs import setup_logging
 from .settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from .sweep import Sweep
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -37,8 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--once", action="store_true", help="run one sweep, then exit")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --once: show what would be claimed, change nothing",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("demo", help="enqueue sample jobs into the embedded Redis and sweep them")
+    serve = commands.add_parser("serve", help="long-running: sweep on SWEEPER_SCHEDULE or --every")
+    serve.add_argument(
+        "--every", help="sweep at this interval instead of the cron schedule: 30s, 2m"
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds a running sweep gets to land its calls after SIGTERM (default 10)",
+    )
+    commands.add_parser("doctor", help="check configuration, Redis, storage and the API key")
     commands.add_parser("status", help="pending, leased and failed counts, oldest pending age")
     inspect = commands.add_parser("inspect", help="show a job's record, result and attempts")
     inspect.add_argument("id")
@@ -89,10 +108,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _once(settings: Settings, budget: Budget, args: argparse.Namespace) -> int:
-    from .runner import run_once
+    from .metrics import Metrics
+    from .progress import follow
+    from .runner import run_once, stop_on_signals
 
+    if args.dry_run:
+        return _dry_run(settings, args)
     settings.require_generator()
-    summary = asyncio.run(run_once(settings, budget=budget, handle_signals=True))
+    metrics = Metrics()
+
+    def on_start(sweep: Sweep) -> None:
+        stop_on_signals(sweep)
+        follow(sweep)
+
+    summary = asyncio.run(run_once(settings, budget=budget, metrics=metrics, on_start=on_start))
+    if settings.metrics_textfile:
+        metrics.write_textfile(settings.metrics_textfile)
+    if settings.metrics_pushgateway:
+        metrics.push(settings.metrics_pushgateway, timeout=max(0.5, min(5.0, budget.remaining())))
     print(json.dumps(summary.as_dict()) if args.json else display.summary_line(summary))
     if summary.stopped_by == "SIGINT":
         return EXIT_INTERRUPTED  # what shells expect after Ctrl-C
@@ -123,6 +156,28 @@ def _sync_redis(settings: Settings) -> Iterator[redis.Redis]:
 
 def _emit(args: argparse.Namespace, data: Any, view: Callable[[Any], str]) -> None:
     print(json.dumps(data, indent=2) if args.json else view(data))
+
+
+def _dry_run(settings: Settings, args: argparse.Namespace) -> int:
+    with _sync_redis(settings) as client:
+        plan = operations.dry_run(client, settings.keys)
+    _emit(args, plan, display.dry_run_table)
+    return EXIT_OK
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from .scheduler import Server, parse_every
+
+    every = parse_every(args.every) if args.every else None
+    return asyncio.run(Server(settings, every=every, grace=args.grace).run())
+
+
+def _doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from .doctor import run_checks
+
+    checks = asyncio.run(run_checks(settings))
+    _emit(args, checks, display.doctor_table)
+    return EXIT_OK if all(c["ok"] for c in checks) else EXIT_RUNTIME
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
@@ -177,6 +232,8 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "serve": _serve,
+    "doctor": _doctor,
     "status": _status,
     "inspect": _inspect,
     "requeue": _requeue,

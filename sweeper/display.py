@@ -85,3 +85,29 @@ def _indent(value: Any) -> str:
         return "  (none)"
     text = json.dumps(value, indent=2) if not isinstance(value, str) else value
     return "\n".join("  " + line for line in text.splitlines())
+
+
+def dry_run_table(plan: list[dict[str, Any]]) -> str:
+    """``sweep --once --dry-run`` as a table in claim order."""
+    if not plan:
+        return "nothing pending"
+    header = ("id", "priority", "images", "action")
+    rows = [(str(p["id"]), str(p["priority"]), str(p["images"]), str(p["action"])) for p in plan]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    lines = [
+        f"{header[0]:<{widths[0]}}  {header[1]:>{widths[1]}}  {header[2]:>{widths[2]}}  {header[3]}"
+    ]
+    lines += [
+        f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}" for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def doctor_table(checks: list[dict[str, Any]]) -> str:
+    """``sweep doctor``: one line per check."""
+    width = max(len(c["check"]) for c in checks)
+    lines = [
+        f"{'ok  ' if c['ok'] else 'FAIL'}  {c['check']:<{width}}  {c['detail']}" for c in checks
+    ]
+    verdict = "all good" if all(c["ok"] for c in checks) else "something needs fixing (see FAIL)"
+    return "\n".join([*lines, verdict])

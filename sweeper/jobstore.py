@@ -8,6 +8,7 @@ the caller's lease token inside Lua (see :mod:`sweeper.scripts`).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +104,28 @@ class JobStore:
             for job_id, (kind, payload, seen) in zip(job_ids, rows, strict=True)
         ]
 
+    async def backlog(self, sample: int = 1000) -> tuple[int, int | None]:
+        """Pending count and the oldest enqueue time (ms) among up to ``sample`` ids."""
+        self.reads += 1
+        pending = int(await self.redis.scard(self.keys.pending_set))
+        _, ids = await self.scan(0, sample)
+        if not ids:
+            return pending, None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids[:sample]:
+                pipe.get(self.keys.record(job_id))
+            pipe.hmget(self.keys.first_seen, ids[:sample])
+            replies = await pipe.execute(raise_on_error=False)
+        seen = replies[-1] if isinstance(replies[-1], list) else []
+        oldest: int | None = None
+        for i, raw in enumerate(replies[:-1]):
+            stamp = _record_timestamp(raw)
+            if stamp is None and i < len(seen):
+                stamp = _int(seen[i]) or None
+            if stamp is not None:
+                oldest = stamp if oldest is None else min(oldest, stamp)
+        return pending, oldest
+
     # -- claiming -------------------------------------------------------------
 
     async def claim(self, job_ids: list[str], fetch_record: set[str]) -> list[Claimed]:
@@ -182,6 +205,16 @@ class JobStore:
         keys = [self.keys.lease(job_id), self.keys.attempts(job_id)]
         reply = await self.batcher.run(scripts.BATCHED_COUNT_ATTEMPT, keys, [self.token, counter])
         return int(reply)
+
+
+def _record_timestamp(raw: Any) -> int | None:
+    if not isinstance(raw, str) or len(raw) > INLINE_RECORD_LIMIT:
+        return None
+    try:
+        value = json.loads(raw).get("timestamp")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
 
 
 def _int(value: Any) -> int:

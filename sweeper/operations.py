@@ -22,8 +22,8 @@ def status(client: redis.Redis, keys: Keys, now_ms: int | None = None) -> dict[s
     pipe = client.pipeline(transaction=False)
     pipe.scard(keys.pending_set)
     pipe.scard(keys.failed_set)
-    pipe.lindex(keys.runs, 0)
-    pending, failed, last_run = pipe.execute()
+    pipe.lrange(keys.runs, 0, 9)
+    pending, failed, runs = pipe.execute()
     leased = sum(1 for _ in client.scan_iter(match=keys.lease_pattern(), count=1000))
     oldest, sampled = _oldest_pending(client, keys, now_ms)
     return {
@@ -34,7 +34,8 @@ def status(client: redis.Redis, keys: Keys, now_ms: int | None = None) -> dict[s
         if oldest is None
         else round((now_ms - oldest) / 1000, 1),
         "oldest_sampled": sampled,
-        "last_run": json.loads(last_run) if last_run else None,
+        "last_run": json.loads(runs[0]) if runs else None,
+        "recent_runs": [json.loads(run) for run in runs],
     }
 
 
@@ -147,3 +148,48 @@ def enqueue(
     """Enqueue through the producer client, exactly as a game backend would."""
     record = EnqueueClient(client, keys=keys).enqueue(job_id, images, priority=priority)
     return json.loads(record.to_json())  # type: ignore[no-any-return]
+
+
+def dry_run(client: redis.Redis, keys: Keys, window: int = 1000) -> list[dict[str, Any]]:
+    """What the next sweep would do with the first window, in its order; writes nothing."""
+    from .jobs import candidate_from, order
+    from .jobstore import MISSING, RECORD, WRONG_TYPE, Peeked
+
+    cursor = client.get(keys.scan_cursor)
+    start = int(cursor) if isinstance(cursor, str) and cursor.isdigit() else 0
+    ids: list[str] = []
+    next_cursor, found = client.sscan(keys.pending_set, start, count=window)
+    ids += [str(i) for i in found]
+    if next_cursor == 0 and start != 0 and len(ids) < window:
+        ids += [str(i) for i in client.sscan(keys.pending_set, 0, count=window)[1] if i not in ids]
+    pipe = client.pipeline(transaction=False)
+    for job_id in ids[:window]:
+        pipe.get(keys.record(job_id))
+        pipe.exists(keys.lease(job_id))
+    replies = pipe.execute(raise_on_error=False)
+    peeked, leased = [], {}
+    for job_id, raw, lease in zip(ids, replies[::2], replies[1::2], strict=False):
+        if isinstance(raw, Exception):
+            peeked.append(Peeked(job_id, WRONG_TYPE, "non-string value", 0))
+        else:
+            peeked.append(Peeked(job_id, MISSING if raw is None else RECORD, raw or "", 0))
+        leased[job_id] = bool(lease)
+    plan = []
+    for candidate in order([candidate_from(p) for p in peeked]):
+        if leased[candidate.job_id]:
+            action = "skip: leased by a running sweep"
+        elif candidate.problem:
+            action = f"quarantine: {candidate.problem}"
+        else:
+            action = "claim"
+        record = candidate.record
+        plan.append(
+            {
+                "id": candidate.job_id,
+                "priority": candidate.priority,
+                "timestamp": candidate.timestamp_ms or None,
+                "images": sum(i.count for i in record.images) if record else 0,
+                "action": action,
+            }
+        )
+    return plan

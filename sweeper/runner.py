@@ -6,15 +6,18 @@ import asyncio
 import json
 import logging
 import signal
+import time
 from collections.abc import Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from . import heartbeat
 from .budget import Budget
 from .connection import open_redis
 from .generators import Generator, make_generator
 from .jobstore import JobStore
+from .metrics import Metrics
 from .retry import RetryPolicy
 from .settings import Settings
 from .storage import Storage, open_storage
@@ -24,6 +27,7 @@ from .sweep import Sweep, new_token
 log = logging.getLogger("sweeper")
 
 RUN_HISTORY = 100
+HEARTBEAT_TIMEOUT = 5.0
 
 
 async def run_once(
@@ -33,13 +37,10 @@ async def run_once(
     generator: Generator | None = None,
     storage: Storage | None = None,
     policy: RetryPolicy | None = None,
-    handle_signals: bool = False,
+    metrics: Metrics | None = None,
+    on_start: Callable[[Sweep], None] | None = None,
 ) -> SweepSummary:
-    """Connect, sweep once within the budget, record the run, close everything.
-
-    With ``handle_signals``, SIGTERM and SIGINT stop the sweep cleanly: no new
-    work, calls in flight get a short grace, unstarted jobs are released.
-    """
+    """Connect, sweep once within the budget, record the run, close everything."""
     budget = budget or Budget.from_process_start(settings.time_budget_seconds)
     async with open_redis(settings) as redis:
         return await sweep_with(
@@ -49,14 +50,20 @@ async def run_once(
             generator=generator,
             storage=storage,
             policy=policy,
-            on_start=_stop_on_signals if handle_signals else None,
+            metrics=metrics,
+            on_start=on_start,
         )
 
 
-def _stop_on_signals(sweep: Sweep) -> None:
+def stop_on_signals(sweep: Sweep, grace: float | None = None) -> None:
+    """SIGTERM and SIGINT stop the sweep cleanly: no new work, calls in flight get
+    a short grace, unstarted jobs are released."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, sweep.stop, sig.name)
+        if grace is None:
+            loop.add_signal_handler(sig, sweep.stop, sig.name)
+        else:
+            loop.add_signal_handler(sig, sweep.stop, sig.name, grace)
 
 
 async def sweep_with(
@@ -67,9 +74,11 @@ async def sweep_with(
     generator: Generator | None = None,
     storage: Storage | None = None,
     policy: RetryPolicy | None = None,
+    metrics: Metrics | None = None,
     on_start: Callable[[Sweep], None] | None = None,
 ) -> SweepSummary:
     """One sweep on an open connection (``serve`` reuses its connection)."""
+    metrics = metrics or Metrics()
     store = JobStore(redis, settings.keys, token=new_token(), lease_seconds=settings.lease_seconds)
     own_generator = generator is None
     generator = generator or make_generator(settings)
@@ -82,6 +91,7 @@ async def sweep_with(
         policy=policy or policy_from(settings),
         concurrency=settings.concurrency,
         default_model=settings.gemini_model,
+        metrics=metrics,
     )
     if on_start is not None:
         on_start(sweep)
@@ -90,19 +100,44 @@ async def sweep_with(
     finally:
         if own_generator:
             await generator.aclose()
-    log.info("sweep finished", extra={"event": "sweep_finished", **summary.as_dict()})
-    if summary.redis_error:
-        return summary  # nothing more to write where nothing can be written
-    try:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.lpush(settings.keys.runs, json.dumps(summary.as_dict()))
-            pipe.ltrim(settings.keys.runs, 0, RUN_HISTORY - 1)
-            await pipe.execute()
-    except RedisError as e:
-        log.warning(
-            "could not record the run summary", extra={"event": "history_error", "reason": str(e)}
-        )
+    await _after(store, settings, summary, metrics, budget)
     return summary
+
+
+async def _after(
+    store: JobStore, settings: Settings, summary: SweepSummary, metrics: Metrics, budget: Budget
+) -> None:
+    """Log the run, keep its summary, refresh backlog gauges, ping the heartbeat."""
+    log.info("sweep finished", extra={"event": "sweep_finished", **summary.as_dict()})
+    metrics.sweep_ended(summary.duration_seconds, outcome(summary))
+    if not summary.redis_error:  # nothing more to write where nothing can be written
+        try:
+            async with store.redis.pipeline(transaction=False) as pipe:
+                pipe.lpush(settings.keys.runs, json.dumps(summary.as_dict()))
+                pipe.ltrim(settings.keys.runs, 0, RUN_HISTORY - 1)
+                await pipe.execute()
+            pending, oldest = await store.backlog()
+            metrics.jobs_pending.set(pending)
+            age = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
+            metrics.oldest_pending_age.set(age)
+        except RedisError as e:
+            log.warning(
+                "could not record the run", extra={"event": "history_error", "reason": str(e)}
+            )
+    if settings.heartbeat_url:
+        timeout = min(HEARTBEAT_TIMEOUT, max(0.5, budget.remaining()))
+        await heartbeat.ping(
+            settings.heartbeat_url, ok=outcome(summary) != "failed", timeout=timeout
+        )
+
+
+def outcome(summary: SweepSummary) -> str:
+    """``ok``, ``budget`` (ran out of time), ``stopped`` (signal) or ``failed``."""
+    if summary.redis_error or summary.errors:
+        return "failed"
+    if summary.stopped_by:
+        return "stopped"
+    return "budget" if summary.budget_exhausted else "ok"
 
 
 def policy_from(settings: Settings) -> RetryPolicy:

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, validation_alias=AliasChoices(*API_KEY_VARS))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
+    metrics_port: int | None = Field(None, ge=1, le=65_535)
+    metrics_textfile: str | None = None
+    metrics_pushgateway: str | None = None
+    heartbeat_url: str | None = None
     webhook_secret: SecretStr | None = None
     telegram_bot_token: SecretStr | None = None
     telegram_base_url: str | None = None
@@ -101,11 +105,24 @@ class Settings(BaseSettings):
             raise ValueError(f"{scheme}:// storage is not available in this version; use file://")
         return value
 
-    @field_validator("public_base_url", "gemini_base_url", "telegram_base_url")
+    @field_validator(
+        "public_base_url",
+        "gemini_base_url",
+        "telegram_base_url",
+        "metrics_pushgateway",
+        "heartbeat_url",
+    )
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("http", "https"):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("metrics_textfile")
+    @classmethod
+    def _prom_file(cls, value: str | None) -> str | None:
+        if value is not None and not value.endswith(".prom"):
+            raise ValueError("must end in .prom (node-exporter reads only those)")
         return value
 
     @field_validator("schedule")
@@ -172,6 +189,8 @@ class Settings(BaseSettings):
         """Every secret value set, for scrubbing from log output."""
         values = [self.api_key, self.webhook_secret, self.telegram_bot_token]
         found = [v.get_secret_value() for v in values if v is not None]
+        if self.heartbeat_url:  # a ping URL is a capability: whoever has it can fake pings
+            found.append(self.heartbeat_url)
         if self.redis_url is not None:
             password = urlsplit(self.redis_url.get_secret_value()).password
             if password:
@@ -191,6 +210,10 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if name == "redis_url":
                 value = self.redis_url_display()
+            elif name == "heartbeat_url" and value:
+                value = urlsplit(value)._replace(path="/****", query="").geturl()
+            elif name == "metrics_pushgateway" and value:
+                value = mask_url(value)
             elif isinstance(value, SecretStr):
                 value = "********"
             out[env_name(name)] = value

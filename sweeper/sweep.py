@@ -86,6 +86,7 @@ class Sweep:
             lost=self._lost,
         )
         self.stopping: str | None = None
+        self.finished = False
         self._phase: asyncio.Timeout | None = None
         self._queue: asyncio.Queue[tuple[Job, Slot]] = asyncio.Queue(maxsize=concurrency * 2)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -125,6 +126,7 @@ class Sweep:
             await self._clean_up()
             self.summary.duration_seconds = round(time.monotonic() - started, 3)
             self.summary.redis_round_trips = self.store.round_trips
+            self.finished = True
         return self.summary
 
     def stop(self, reason: str, grace: float = STOP_GRACE) -> None:

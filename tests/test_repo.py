@@ -60,3 +60,55 @@ def test_example_toml_is_valid_and_inert() -> None:
     import tomllib
 
     assert tomllib.loads((REPO / "config" / "sweeper.toml").read_text()) == {}
+
+
+def test_systemd_units() -> None:
+    import configparser
+    import shutil
+
+    timer = configparser.ConfigParser(strict=False, interpolation=None)
+    timer.read(REPO / "config" / "systemd" / "image-sweeper.timer")
+    calendar = timer["Timer"]["OnCalendar"]
+    analyze = shutil.which("systemd-analyze")
+    if analyze:
+        out = subprocess.run(
+            [analyze, "calendar", calendar], capture_output=True, text=True, check=False
+        )
+        assert out.returncode == 0, out.stderr
+        assert "*-*-* *:00/5:00" in out.stdout
+    else:  # no systemd here: at least the shape of "every 5 minutes"
+        assert re.fullmatch(r"\*:0/5", calendar)
+    service = configparser.ConfigParser(strict=False, interpolation=None)
+    service.read(REPO / "config" / "systemd" / "image-sweeper.service")
+    unit = service["Service"]
+    assert unit["ExecStart"].endswith("sweep --once")
+    assert unit["Type"] == "oneshot"
+    text = (REPO / "config" / "systemd" / "image-sweeper.service").read_text()
+    budget = int(re.search(r"SWEEPER_TIME_BUDGET_SECONDS=(\d+)", text).group(1))  # type: ignore[union-attr]
+    assert budget < int(unit["TimeoutStartSec"]) <= budget + 60
+    serve = configparser.ConfigParser(strict=False, interpolation=None)
+    serve.read(REPO / "config" / "systemd" / "image-sweeper-serve.service")
+    assert "sweep serve" in serve["Service"]["ExecStart"]
+
+
+def test_kubernetes_manifests() -> None:
+    import yaml
+
+    cron = yaml.safe_load((REPO / "config" / "kubernetes" / "cronjob.yaml").read_text())
+    CronTrigger.from_crontab(cron["spec"]["schedule"])
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cron["spec"]["jobTemplate"]["spec"]
+    container = job["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    budget = float(env["SWEEPER_TIME_BUDGET_SECONDS"])
+    assert budget < job["activeDeadlineSeconds"] <= budget + 60  # the deadline backs up the budget
+    assert container["args"] == ["sweep", "--once"]
+    for name in env:
+        assert (
+            name in Settings.model_fields
+            or name.removeprefix("SWEEPER_").lower() in Settings.model_fields
+        )
+    deployment = yaml.safe_load((REPO / "config" / "kubernetes" / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"][:2] == ["sweep", "serve"]
+    assert pod["terminationGracePeriodSeconds"] > 10  # longer than serve's --grace
