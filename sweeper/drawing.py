@@ -96,14 +96,20 @@ class Drawer:
                 gate=self.gate,
                 attempts_before=job.attempts_of(slot),
                 on_failure=lambda error, total: self._count_failure(job, slot, error, total),
-                on_retry=lambda error, n, delay: self._log_retry(fields, error, n, delay),
+                on_retry=lambda error, n, delay: self._log_retry(fields, started, error, n, delay),
             )
         except Deferred as e:
             self.summary.images_deferred += 1
             self.metrics.images_deferred.inc()
             log.info(
                 "image left for the next sweep",
-                extra={**fields, "event": "image_deferred", "reason": e.reason},
+                extra={
+                    **fields,
+                    "event": "image_deferred",
+                    "reason": e.reason,
+                    "attempt": job.attempts_of(slot),
+                    "duration": round(time.monotonic() - started, 3),
+                },
             )
             return False
         except PermanentError as e:
@@ -201,7 +207,7 @@ class Drawer:
             job.attempts[slot.counter] = count
 
     def _log_retry(
-        self, fields: dict[str, Any], error: GenerationError, n: int, delay: float
+        self, fields: dict[str, Any], started: float, error: GenerationError, n: int, delay: float
     ) -> None:
         self.summary.retries += 1
         self.metrics.retries.labels(reason_label(error.reason)).inc()
@@ -213,6 +219,7 @@ class Drawer:
                 "reason": error.reason,
                 "attempt": n,
                 "delay": round(delay, 2),
+                "duration": round(time.monotonic() - started, 3),
             },
         )
 
