@@ -57,19 +57,22 @@ async def _bar(sweep: Sweep) -> None:
     with progress:
         moved = _follow_console(sys.stderr)  # log lines go above the bar, not through it
         task = progress.add_task("sweep", total=None, detail="")
+
+        def show() -> None:
+            figures = snapshot(sweep)
+            total = max(figures["images_planned"], figures["images_done"]) or None
+            detail = (
+                f"{figures['images_failed']} failed, {figures['in_flight']} in flight, "
+                f"{figures['budget_left']:.0f}s left"
+            )
+            progress.update(task, total=total, completed=figures["images_done"], detail=detail)
+
         try:
-            while True:
-                figures = snapshot(sweep)
-                total = max(figures["images_planned"], figures["images_done"]) or None
-                detail = (
-                    f"{figures['images_failed']} failed, {figures['in_flight']} in flight, "
-                    f"{figures['budget_left']:.0f}s left"
-                )
-                progress.update(task, total=total, completed=figures["images_done"], detail=detail)
-                if sweep.finished:
-                    break
+            while not sweep.finished:
+                show()
                 await asyncio.sleep(BAR_REFRESH)
         finally:
+            show()  # the final figures, also when the run ends while we sleep
             for handler, stream in moved:
                 handler.setStream(stream)
 

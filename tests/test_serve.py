@@ -159,3 +159,40 @@ def test_parse_every() -> None:
     for bad in ("", "5", "2 minutes", "-1s", "0s"):
         with pytest.raises(ConfigError, match="--every"):
             parse_every(bad)
+
+
+def test_once_processes_and_serve_together_draw_each_slot_exactly_once(
+    redis_url: str, r: redis.Redis, fake_gemini: FakeGemini, tmp_path: Path
+) -> None:
+    fake_gemini.latency = 0.15  # long enough for all four to overlap
+    client = EnqueueClient.from_url(redis_url)
+    for n in range(40):
+        client.enqueue(
+            f"job-{n}",
+            [{"key": "a", "prompt": f"{n} a"}, {"key": "b", "prompt": f"{n} b", "count": 2}],
+        )
+    env = env_for(redis_url, fake_gemini, tmp_path, SWEEPER_CONCURRENCY="3")
+    serve = start_serve(env, tmp_path, "--every", "0.3s")
+    onces = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sweeper", "--once", "--json"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    summaries = [json.loads(p.communicate(timeout=60)[0]) for p in onces]
+    wait_for(lambda: r.scard("pending-image-jobs") == 0, timeout=60)
+    serve.send_signal(signal.SIGTERM)
+    serve.communicate(timeout=20)
+    prompts = [(c.prompt) for c in fake_gemini.calls]
+    assert len(prompts) == 120  # 40 jobs x 3 slots, each drawn once
+    assert sorted(set(prompts)) == sorted(
+        {f"{n} a" for n in range(40)} | {f"{n} b" for n in range(40)}
+    )
+    assert max(prompts.count(f"{n} b") for n in range(40)) == 2  # the two variations, no more
+    assert sum(s["images_stored"] for s in summaries) < 120  # serve took part too
+    assert all(s["leases_lost"] == 0 for s in summaries)
