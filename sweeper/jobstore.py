@@ -119,7 +119,7 @@ class JobStore:
         seen = replies[-1] if isinstance(replies[-1], list) else []
         oldest: int | None = None
         for i, raw in enumerate(replies[:-1]):
-            stamp = _record_timestamp(raw)
+            stamp = record_timestamp(raw)
             if stamp is None and i < len(seen):
                 stamp = _int(seen[i]) or None
             if stamp is not None:
@@ -207,7 +207,8 @@ class JobStore:
         return int(reply)
 
 
-def _record_timestamp(raw: Any) -> int | None:
+def record_timestamp(raw: Any) -> int | None:
+    """``timestamp`` of a record's JSON, if it has a whole-number one."""
     if not isinstance(raw, str) or len(raw) > INLINE_RECORD_LIMIT:
         return None
     try:

@@ -13,6 +13,8 @@ from pydantic import ValidationError
 from enqueue_client import EnqueueClient, ResultRecord
 from enqueue_client.keys import Keys
 
+from .jobstore import record_timestamp
+
 SAMPLE_LIMIT = 10_000
 
 
@@ -55,19 +57,11 @@ def _oldest_pending(client: redis.Redis, keys: Keys, now_ms: int) -> tuple[int |
     replies = pipe.execute(raise_on_error=False)
     times = []
     for raw, seen in zip(replies[::2], replies[1::2], strict=True):
-        stamp = _timestamp(raw) or (int(seen) if isinstance(seen, str) and seen.isdigit() else None)
+        stamp = record_timestamp(raw) or (
+            int(seen) if isinstance(seen, str) and seen.isdigit() else None
+        )
         times.append(stamp if stamp is not None else now_ms)
     return min(times), len(ids)
-
-
-def _timestamp(raw: Any) -> int | None:
-    if not isinstance(raw, str):
-        return None
-    try:
-        value = json.loads(raw).get("timestamp")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) else None
 
 
 def inspect(client: redis.Redis, keys: Keys, job_id: str) -> dict[str, Any]:

@@ -184,6 +184,18 @@ def cli_env(**values: str) -> dict[str, str]:
     return env
 
 
+def sweeper_env(redis_url: str, fake: FakeGemini, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment for a sweeper subprocess on the test Redis and the fake API."""
+    values = {
+        "SWEEPER_REDIS_URL": redis_url,
+        "GEMINI_API_KEY": "test-key",
+        "SWEEPER_GEMINI_BASE_URL": fake.base_url,
+        "SWEEPER_STORAGE_URL": f"file://{tmp_path / 'images'}",
+        "SWEEPER_RETRY_INITIAL_SECONDS": "0.05",
+    }
+    return cli_env(**(values | extra))
+
+
 def run_cli(
     *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

@@ -13,21 +13,15 @@ import pytest
 import redis
 
 from enqueue_client import EnqueueClient, ResultRecord
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env, run_cli, sweeper_env
 from tests.fakes.gemini import FakeGemini
 
 SECRET_KEY = "AIzaTESTKEY-not-real-0123456789abcdef"
 
 
 def env_for(redis_url: str, fake: FakeGemini, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return cli_env(
-        SWEEPER_REDIS_URL=redis_url,
-        GEMINI_API_KEY=SECRET_KEY,
-        SWEEPER_GEMINI_BASE_URL=fake.base_url,
-        SWEEPER_STORAGE_URL=f"file://{tmp_path / 'images'}",
-        SWEEPER_RETRY_INITIAL_SECONDS="0.05",
-        **extra,
-    )
+    defaults = {"GEMINI_API_KEY": SECRET_KEY}
+    return sweeper_env(redis_url, fake, tmp_path, **(defaults | extra))
 
 
 def test_no_arguments_prints_help(tmp_path: Path) -> None:

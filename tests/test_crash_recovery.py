@@ -23,24 +23,19 @@ from enqueue_client import EnqueueClient, ResultRecord
 from enqueue_client.keys import Keys
 from sweeper.jobstore import JobStore
 from sweeper.settings import Settings
-from tests.conftest import cli_env, sweep_once
+from tests.conftest import sweep_once, sweeper_env
 from tests.fakes.gemini import FakeGemini
 
 MakeSettings = Callable[..., Settings]
 
 
 def env_for(redis_url: str, fake: FakeGemini, tmp_path: Path, **extra: str) -> dict[str, str]:
-    values = {
-        "SWEEPER_REDIS_URL": redis_url,
-        "GEMINI_API_KEY": "test-key",
-        "SWEEPER_GEMINI_BASE_URL": fake.base_url,
-        "SWEEPER_STORAGE_URL": f"file://{tmp_path / 'images'}",
-        "SWEEPER_RETRY_INITIAL_SECONDS": "0.05",
+    defaults = {
         "SWEEPER_LEASE_SECONDS": "1",
         "SWEEPER_CONCURRENCY": "4",
         "SWEEPER_TIME_BUDGET_SECONDS": "30",
     }
-    return cli_env(**(values | extra))
+    return sweeper_env(redis_url, fake, tmp_path, **(defaults | extra))
 
 
 def start_sweep(env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:

@@ -21,7 +21,7 @@ from enqueue_client import EnqueueClient
 from sweeper import heartbeat
 from sweeper.metrics import reason_label
 from sweeper.settings import Settings
-from tests.conftest import cli_env, run_cli, sweep_once
+from tests.conftest import cli_env, run_cli, sweep_once, sweeper_env
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.receiver import Receiver
 
@@ -29,14 +29,8 @@ MakeSettings = Callable[..., Settings]
 
 
 def env_for(redis_url: str, fake: FakeGemini, tmp_path: Path, **extra: str) -> dict[str, str]:
-    values = {
-        "SWEEPER_REDIS_URL": redis_url,
-        "GEMINI_API_KEY": "obs-secret-key",
-        "SWEEPER_GEMINI_BASE_URL": fake.base_url,
-        "SWEEPER_STORAGE_URL": f"file://{tmp_path / 'images'}",
-        "SWEEPER_RETRY_INITIAL_SECONDS": "0.05",
-    }
-    return cli_env(**(values | extra))
+    defaults = {"GEMINI_API_KEY": "obs-secret-key"}
+    return sweeper_env(redis_url, fake, tmp_path, **(defaults | extra))
 
 
 def test_once_writes_the_textfile(redis_url: str, fake_gemini: FakeGemini, tmp_path: Path) -> None:

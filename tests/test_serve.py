@@ -16,7 +16,7 @@ import redis
 from enqueue_client import EnqueueClient
 from sweeper.errors import ConfigError
 from sweeper.scheduler import parse_every
-from tests.conftest import cli_env, free_port
+from tests.conftest import free_port, sweeper_env
 from tests.fakes.gemini import FakeGemini
 
 
@@ -32,14 +32,8 @@ def start_serve(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen[
 
 
 def env_for(redis_url: str, fake: FakeGemini, tmp_path: Path, **extra: str) -> dict[str, str]:
-    values = {
-        "SWEEPER_REDIS_URL": redis_url,
-        "GEMINI_API_KEY": "serve-secret-key",
-        "SWEEPER_GEMINI_BASE_URL": fake.base_url,
-        "SWEEPER_STORAGE_URL": f"file://{tmp_path / 'images'}",
-        "SWEEPER_LOG_FORMAT": "json",
-    }
-    return cli_env(**(values | extra))
+    defaults = {"GEMINI_API_KEY": "serve-secret-key", "SWEEPER_LOG_FORMAT": "json"}
+    return sweeper_env(redis_url, fake, tmp_path, **(defaults | extra))
 
 
 def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
