@@ -51,15 +51,19 @@ class ScriptBatcher:
         for script, sha in zip(scripts, shas, strict=True):
             self._sha[script.name] = str(sha)
 
-    async def run(self, script: Batched, keys: list[str], args: list[Any]) -> Any:
-        """Queue one script call and wait for its reply."""
+    def submit(self, script: Batched, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        """Queue one script call; the future holds its reply once the flush is answered."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append(_Call(script, keys, args, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
+        return future
+
+    async def run(self, script: Batched, keys: list[str], args: list[Any]) -> Any:
+        """Queue one script call and wait for its reply."""
         # A cancelled caller cancels only its own future; the flush skips it but
         # still sends the script if it was already on its way.
-        return await future
+        return await self.submit(script, keys, args)
 
     async def drain(self) -> None:
         """Wait until everything queued so far has been sent and answered."""

@@ -160,16 +160,18 @@ class JobStore:
 
     # -- writing (all fenced by the lease token, all batched) -----------------
 
+    def progress_nowait(self, job_id: str, result: ResultRecord) -> asyncio.Future[Any]:
+        """Queue: store the result so far and renew the lease; reply 0 if the lease was lost."""
+        keys = [self.keys.lease(job_id), self.keys.result(job_id)]
+        args = [self.token, result.to_json(), self.lease_ms]
+        return self.batcher.submit(scripts.BATCHED_PROGRESS, keys, args)
+
     async def progress(self, job_id: str, result: ResultRecord) -> bool:
         """Store the result so far and renew the lease; False if the lease was lost."""
-        keys = [self.keys.lease(job_id), self.keys.result(job_id)]
-        reply = await self.batcher.run(
-            scripts.BATCHED_PROGRESS, keys, [self.token, result.to_json(), self.lease_ms]
-        )
-        return int(reply) == 1
+        return int(await self.progress_nowait(job_id, result)) == 1
 
-    async def finish(self, job_id: str, result: ResultRecord) -> bool:
-        """End the job atomically (result, pending set, record, failed set); False if not ours."""
+    def finish_nowait(self, job_id: str, result: ResultRecord) -> asyncio.Future[Any]:
+        """Queue: end the job atomically (result, sets, record); the reply is 0 if not ours."""
         keys = [
             self.keys.lease(job_id),
             self.keys.result(job_id),
@@ -180,7 +182,11 @@ class JobStore:
             self.keys.first_seen,
         ]
         args = [self.token, job_id, result.to_json(), result.status]
-        return int(await self.batcher.run(scripts.BATCHED_FINISH, keys, args)) == 1
+        return self.batcher.submit(scripts.BATCHED_FINISH, keys, args)
+
+    async def finish(self, job_id: str, result: ResultRecord) -> bool:
+        """End the job atomically; False if the lease was not ours."""
+        return int(await self.finish_nowait(job_id, result)) == 1
 
     async def renew(self, job_ids: list[str]) -> list[bool]:
         """Extend the leases of jobs still held; False where a lease was lost."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import push_to_gateway, write_to_textfile
@@ -87,6 +88,16 @@ class Metrics:
         self.last_sweep = Gauge(
             "sweeper_last_sweep_timestamp_seconds", "When the last sweep ended", registry=r
         )
+
+        self._children: dict[tuple[int, str], Any] = {}
+
+    def child(self, metric: Counter | Histogram, label: str) -> Any:
+        """``metric.labels(label)``, looked up once: labels() locks and hashes on every call."""
+        key = (id(metric), label)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(label)
+        return found
 
     def sweep_ended(self, duration: float, outcome: str) -> None:
         """Record one sweep."""

@@ -42,8 +42,7 @@ def resume(
     id was put back by hand) keeps its images and retries its failures.
     """
     if not result_json:  # the common case: a fresh job
-        fresh = ResultRecord.model_construct(id=job_id, status="pending", images={}, failures={})
-        return fresh, all_slots(record)
+        return ResultRecord(id=job_id, status="pending"), all_slots(record)
     result = _parse(job_id, result_json)
     wanted = {image.key: image.count for image in record.images}
     images = {

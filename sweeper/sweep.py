@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,7 +88,12 @@ class Sweep:
         self.stopping: str | None = None
         self.finished = False
         self._phase: asyncio.Timeout | None = None
-        self._queue: asyncio.Queue[tuple[Job, Slot]] = asyncio.Queue(maxsize=concurrency * 2)
+        # Images claimed but not yet started stay between low and high: enough
+        # for the workers, in batches big enough to make claims cheap.
+        self._queue: asyncio.Queue[tuple[Job, Slot]] = asyncio.Queue()
+        self._high = concurrency * 4
+        self._low = concurrency * 2
+        self._room = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def stamp(self) -> str:
@@ -113,6 +118,7 @@ class Sweep:
                 await self._feed()
                 await self._queue.join()
                 await self._settle_tasks()
+                await self.store.batcher.drain()  # finishes queued by the workers
         except TimeoutError:
             if self.stopping is None:
                 self.summary.budget_exhausted = True
@@ -158,7 +164,8 @@ class Sweep:
 
     async def _clean_up(self) -> None:
         """Release every job this sweep claimed but did not end, within the reserve."""
-        unfinished = list(self.held.values())
+        await self._drain_quietly()
+        unfinished = [job for job in self.held.values() if not job.ended]
         try:
             async with asyncio.timeout(max(0.2, min(CLEANUP_LIMIT, self.budget.remaining() - 0.2))):
                 released = await asyncio.gather(
@@ -178,6 +185,14 @@ class Sweep:
                 "job released for the next sweep",
                 extra={"event": "job_released", "job_id": job.job_id, "images_left": len(job.left)},
             )
+
+    async def _drain_quietly(self) -> None:
+        """Let writes already queued land before deciding what to release."""
+        try:
+            async with asyncio.timeout(max(0.1, min(CLEANUP_LIMIT, self.budget.remaining() - 0.3))):
+                await self.store.batcher.drain()
+        except (TimeoutError, RedisError):
+            pass  # whatever did not land is released below or expires on its own
 
     async def _keep_leases(self) -> None:
         """Renew every held lease a few times per lease period, so healthy work is never stolen."""
@@ -210,9 +225,12 @@ class Sweep:
         async for window in self._windows():
             i = 0
             while i < len(window):
+                if self._queue.qsize() > self._low:
+                    self._room.clear()
+                    await self._room.wait()
                 if not self._can_start_work():
                     return
-                room = max(1, self._queue.maxsize - self._queue.qsize())
+                room = max(1, self._high - self._queue.qsize())
                 await self._claim(window[i : i + room])
                 i += room
 
@@ -224,7 +242,28 @@ class Sweep:
         return room > 0 and room > gate.delay()
 
     async def _windows(self) -> AsyncIterator[list[Candidate]]:
-        """Windows of the pending set, each ordered by priority then newest timestamp."""
+        """Windows of the pending set, each ordered by priority then newest timestamp.
+
+        The next window is read while this one is claimed, so workers never wait
+        on a scan; the cursor is saved only once a window has been gone through,
+        so a sweep that stops early does not make the next one skip jobs.
+        """
+        reader = self._read_windows()
+        ahead: asyncio.Future[tuple[list[Candidate], int] | None] = asyncio.ensure_future(
+            anext(reader, None)
+        )
+        try:
+            while (item := await ahead) is not None:
+                window, cursor = item
+                ahead = asyncio.ensure_future(anext(reader, None))
+                yield window
+                await self.store.save_cursor(cursor)
+        finally:
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
+            await reader.aclose()
+
+    async def _read_windows(self) -> AsyncGenerator[tuple[list[Candidate], int], None]:
         cursor = start = await self.store.load_cursor()
         wrapped = False
         seen: set[str] = set()
@@ -237,8 +276,7 @@ class Sweep:
                 if cursor == 0:
                     break
             if ids:
-                yield order([candidate_from(p) for p in await self.store.peek(ids)])
-            await self.store.save_cursor(cursor)
+                yield order([candidate_from(p) for p in await self.store.peek(ids)]), cursor
             if cursor == 0:
                 if start == 0 or wrapped:
                     return
@@ -264,7 +302,7 @@ class Sweep:
                 self._poisoned(job, crashes)
                 continue
             if not job.left:
-                self._spawn(self._end(job))
+                self._end(job)
                 continue
             self.summary.images_planned += len(job.left)
             log.debug(
@@ -277,7 +315,7 @@ class Sweep:
                 },
             )
             for slot in list(job.left):
-                await self._queue.put((job, slot))
+                self._queue.put_nowait((job, slot))
 
     def _job_from(self, candidate: Candidate, claimed: Claimed) -> Job:
         assert candidate.record is not None
@@ -300,7 +338,7 @@ class Sweep:
         )
         self.summary.jobs_quarantined += 1
         self.metrics.jobs_quarantined.labels("poison").inc()
-        self._spawn(self._end(job))
+        self._end(job)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(self._guarded(coro))
@@ -337,6 +375,8 @@ class Sweep:
     async def _worker(self) -> None:
         while True:
             job, slot = await self._queue.get()
+            if self._queue.qsize() <= self._low:
+                self._room.set()
             try:
                 await self._work(job, slot)
             except RedisError as e:  # retried by the client already: Redis is gone
@@ -365,29 +405,44 @@ class Sweep:
             job.in_flight -= 1
         if resolved:
             job.left.remove(slot)
-            await (self._end(job) if job.idle else self._progress(job))
+            # Queued, not awaited: the batcher sends writes in order, and the worker
+            # goes on to the next image meanwhile.
+            self._end(job) if job.idle else self._progress(job)
 
     # -- recording ------------------------------------------------------------
 
-    async def _progress(self, job: Job) -> None:
+    def _progress(self, job: Job) -> None:
         settle(job.result, len(job.left), self.stamp())
         job.result.attempts = job.attempts.get("job", 0)
-        if not await self.store.progress(job.job_id, job.result) and not job.ended:
+        written = self.store.progress_nowait(job.job_id, job.result)
+        written.add_done_callback(lambda reply: self._progressed(job, reply))
+
+    def _progressed(self, job: Job, reply: asyncio.Future[Any]) -> None:
+        if self._write_failed(reply):
+            return
+        if int(reply.result()) != 1 and not job.ended:
             self._lost(job)
 
-    async def _end(self, job: Job) -> None:
+    def _end(self, job: Job) -> None:
         if job.ended or job.lost:
             return
         job.ended = True
         settle(job.result, 0, self.stamp())
         job.result.attempts = job.attempts.get("job", 0)
-        if not await self.store.finish(job.job_id, job.result):
+        written = self.store.finish_nowait(job.job_id, job.result)
+        written.add_done_callback(lambda reply: self._ended(job, reply))
+
+    def _ended(self, job: Job, reply: asyncio.Future[Any]) -> None:
+        if self._write_failed(reply):
+            job.ended = False  # not known to be finished: cleanup releases it
+            return
+        if int(reply.result()) != 1:
             job.ended = False
             self._lost(job)
             return
         self.held.pop(job.job_id, None)
         status = job.result.status
-        self.metrics.jobs_finished.labels(status).inc()
+        self.metrics.child(self.metrics.jobs_finished, status).inc()
         if status == "completed":
             self.summary.jobs_completed += 1
         elif status == "partial":
@@ -404,6 +459,20 @@ class Sweep:
                 "duration": round(time.monotonic() - job.claimed_at, 3),
             },
         )
+
+    def _write_failed(self, reply: asyncio.Future[Any]) -> bool:
+        """True when a queued write got no reply (cancelled, or Redis gone)."""
+        if reply.cancelled():
+            return True
+        error = reply.exception()
+        if error is None:
+            return False
+        if isinstance(error, RedisError):
+            self._redis_failed(error)
+        else:
+            log.error("write failed", extra={"event": "write_error", "reason": repr(error)})
+            self.summary.errors.append("write")
+        return True
 
     def _lost(self, job: Job) -> None:
         self.held.pop(job.job_id, None)
