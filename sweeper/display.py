@@ -38,21 +38,30 @@ def status_table(data: dict[str, Any]) -> str:
     ]
     if data["oldest_sampled"] and data["oldest_sampled"] < data["pending"]:
         rows[-1] = (rows[-1][0], f"{rows[-1][1]} (of {data['oldest_sampled']} sampled)")
-    run = data["last_run"]
-    if run:
-        rows.append(
-            (
-                "last run",
-                f"{run['started_at']}: {run['jobs_claimed']} claimed, "
-                f"{run['images_stored']} stored, {run['images_failed']} failed, "
-                f"{run['duration_seconds']}s"
-                + (" (budget reached)" if run["budget_exhausted"] else ""),
-            )
-        )
-    else:
-        rows.append(("last run", "never"))
+    runs = data.get("recent_runs") or []
+    if not runs:
+        rows.append(("last runs", "never"))
+    for n, run in enumerate(runs[:5]):
+        rows.append(("last runs" if n == 0 else "", _run_line(run)))
     width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    return "\n".join(f"{name:<{width}}  {value}".rstrip() for name, value in rows)
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    line = (
+        f"{run.get('started_at', '?')}  {run.get('duration_seconds', 0):6.1f}s  "
+        f"{run.get('jobs_claimed', 0)} claimed, {run.get('images_stored', 0)} stored, "
+        f"{run.get('images_failed', 0)} failed, {run.get('jobs_quarantined', 0)} quarantined"
+    )
+    flags = (
+        ("budget_exhausted", "budget reached"),
+        ("stopped_by", "stopped"),
+        ("redis_error", "Redis failed"),
+    )
+    for flag, text in flags:
+        if run.get(flag):
+            line += f" ({text})"
+    return line
 
 
 def _age(seconds: float) -> str:

@@ -46,6 +46,7 @@ def test_status_counts_pending_leased_failed_and_age(
 
     text = run_cli("status", env=env(redis_url), cwd=tmp_path).stdout
     assert "in progress (leased)  1" in text and "oldest pending" in text and "10m" in text
+    assert "last runs" in text and "1 failed, 0 quarantined" in text
 
 
 def test_inspect_shows_record_result_and_attempts(
