@@ -62,6 +62,15 @@ class Keys:
         return f"{self.internal_prefix}scan-cursor"
 
     @property
+    def deliveries(self) -> str:
+        """Sorted set of job ids with a delivery (callback, Telegram) due at its score (ms)."""
+        return f"{self.internal_prefix}deliveries"
+
+    def delivery(self, job_id: str) -> str:
+        """What to deliver for a finished job, and how far it got."""
+        return f"{self.internal_prefix}delivery:{job_id}"
+
+    @property
     def runs(self) -> str:
         """Capped list of run summaries (newest first)."""
         return f"{self.internal_prefix}runs"

@@ -170,7 +170,9 @@ class JobStore:
         """Store the result so far and renew the lease; False if the lease was lost."""
         return int(await self.progress_nowait(job_id, result)) == 1
 
-    def finish_nowait(self, job_id: str, result: ResultRecord) -> asyncio.Future[Any]:
+    def finish_nowait(
+        self, job_id: str, result: ResultRecord, delivery: str = "", due_ms: int = 0
+    ) -> asyncio.Future[Any]:
         """Queue: end the job atomically (result, sets, record); the reply is 0 if not ours."""
         keys = [
             self.keys.lease(job_id),
@@ -180,8 +182,10 @@ class JobStore:
             self.keys.failed_set,
             self.keys.attempts(job_id),
             self.keys.first_seen,
+            self.keys.deliveries,
+            self.keys.delivery(job_id),
         ]
-        args = [self.token, job_id, result.to_json(), result.status]
+        args = [self.token, job_id, result.to_json(), result.status, delivery, due_ms]
         return self.batcher.submit(scripts.BATCHED_FINISH, keys, args)
 
     async def finish(self, job_id: str, result: ResultRecord) -> bool:

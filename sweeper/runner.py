@@ -6,13 +6,15 @@ import asyncio
 import json
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable
 
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import heartbeat
+from . import heartbeat, notify
 from .budget import Budget
 from .connection import open_redis
 from .generators import Generator, make_generator
@@ -59,6 +61,7 @@ def stop_on_signals(sweep: Sweep, grace: float | None = None) -> None:
     """SIGTERM and SIGINT stop the sweep cleanly: no new work, calls in flight get
     a short grace, unstarted jobs are released."""
     loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     for sig in (signal.SIGTERM, signal.SIGINT):
         if grace is None:
             loop.add_signal_handler(sig, sweep.stop, sig.name)
@@ -92,6 +95,13 @@ async def sweep_with(
         concurrency=settings.concurrency,
         default_model=settings.gemini_model,
         metrics=metrics,
+        notifier=notify.Notifier(
+            redis,
+            settings.keys,
+            webhook_secret=_secret(settings.webhook_secret),
+            telegram_token=_secret(settings.telegram_bot_token),
+            telegram_base_url=settings.telegram_base_url,
+        ),
     )
     if on_start is not None:
         on_start(sweep)
@@ -138,6 +148,16 @@ def outcome(summary: SweepSummary) -> str:
     if summary.stopped_by:
         return "stopped"
     return "budget" if summary.budget_exhausted else "ok"
+
+
+def dump_tasks() -> None:
+    """SIGUSR1: print what every asyncio task is waiting on (for a sweep that seems stuck)."""
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=6, file=sys.stderr)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def policy_from(settings: Settings) -> RetryPolicy:

@@ -86,6 +86,16 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
+# Take up to ARGV[2] deliveries due by ARGV[1] and hide them until ARGV[3]
+# (a sweep that dies while delivering leaves them to come due again).
+# KEYS: deliveries (zset)
+# ARGV: now_ms, limit, hidden_until_ms
+TAKE_DUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
+return ids
+"""
+
 # Extend the lease of a job still being worked on.
 # KEYS: lease
 # ARGV: token, lease_ms
@@ -94,9 +104,12 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 
-# End a job (completed, partial, failed or quarantined) in one atomic step.
-# KEYS: lease, result, pending_set, record, failed_set, attempts, first_seen
-# ARGV: token, id, result_json, status
+# End a job (completed, partial, failed or quarantined) in one atomic step,
+# queueing its delivery (callback, Telegram) in the same step so a crash can
+# never lose it.
+# KEYS: lease, result, pending_set, record, failed_set, attempts, first_seen,
+#       deliveries (zset), delivery (payload)
+# ARGV: token, id, result_json, status, delivery_json ('' for none), due_ms
 FINISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[3])
@@ -109,6 +122,10 @@ else
 end
 redis.call('DEL', KEYS[6])
 redis.call('HDEL', KEYS[7], ARGV[2])
+if ARGV[5] ~= '' then
+  redis.call('SET', KEYS[9], ARGV[5])
+  redis.call('ZADD', KEYS[8], ARGV[6], ARGV[2])
+end
 redis.call('DEL', KEYS[1])
 return 1
 """
@@ -171,7 +188,7 @@ class Batched:
 
 
 BATCHED_PROGRESS = Batched("progress", PROGRESS, keys=2, args=3)
-BATCHED_FINISH = Batched("finish", FINISH, keys=7, args=4)
+BATCHED_FINISH = Batched("finish", FINISH, keys=9, args=6)
 BATCHED_RENEW = Batched("renew", RENEW, keys=1, args=2)
 BATCHED_RELEASE = Batched("release", RELEASE, keys=2, args=2)
 BATCHED_COUNT_ATTEMPT = Batched("count_attempt", COUNT_ATTEMPT, keys=2, args=2)

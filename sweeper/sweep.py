@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from enqueue_client.records import ImageFailure, ResultRecord, utc_iso
 
+from . import notify
 from .budget import Budget
 from .drawing import Drawer
 from .generators.base import Generator
@@ -40,6 +41,10 @@ WINDOW = 1000
 POISON_CRASHES = 3
 # After a stop request (SIGTERM, SIGINT), calls in flight get this long to land.
 STOP_GRACE = 3.0
+# How often finished jobs' deliveries go out while a sweep is still drawing.
+DELIVERY_EVERY = 2.0
+# Background tasks get this long to stop when the sweep ends.
+STOP_WAIT = 1.0
 # Releasing leases at the end never takes longer than this.
 CLEANUP_LIMIT = 1.5
 
@@ -63,7 +68,9 @@ class Sweep:
         window: int = WINDOW,
         now: Now | None = None,
         metrics: Metrics | None = None,
+        notifier: notify.Notifier | None = None,
     ) -> None:
+        self.notifier = notifier
         self.store = store
         self.budget = budget
         self.concurrency = concurrency
@@ -87,6 +94,7 @@ class Sweep:
         )
         self.stopping: str | None = None
         self.finished = False
+        self._closing = False  # background loops end when they see this
         self._phase: asyncio.Timeout | None = None
         # Images claimed but not yet started stay between low and high: enough
         # for the workers, in batches big enough to make claims cheap.
@@ -111,6 +119,8 @@ class Sweep:
         started = time.monotonic()
         workers = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
         workers.append(asyncio.create_task(self._keep_leases()))
+        if self.notifier is not None:
+            workers.append(asyncio.create_task(self._deliver_meanwhile()))
         try:
             async with asyncio.timeout(max(0.0, self.budget.working_remaining())) as phase:
                 self._phase = phase
@@ -119,6 +129,8 @@ class Sweep:
                 await self._queue.join()
                 await self._settle_tasks()
                 await self.store.batcher.drain()  # finishes queued by the workers
+                if self.notifier is not None:
+                    await self.notifier.deliver_due(self.budget)
         except TimeoutError:
             if self.stopping is None:
                 self.summary.budget_exhausted = True
@@ -126,9 +138,8 @@ class Sweep:
         except RedisError as e:
             self._redis_failed(e)
         finally:
-            for task in [*workers, *self._tasks]:
-                task.cancel()
-            await asyncio.gather(*workers, *self._tasks, return_exceptions=True)
+            self._closing = True
+            await _stop_all([*workers, *self._tasks])
             await self._clean_up()
             self.summary.duration_seconds = round(time.monotonic() - started, 3)
             self.summary.redis_round_trips = self.store.round_trips
@@ -186,6 +197,20 @@ class Sweep:
                 extra={"event": "job_released", "job_id": job.job_id, "images_left": len(job.left)},
             )
 
+    async def _deliver_meanwhile(self) -> None:
+        """Callbacks and Telegram messages go out while the sweep still draws."""
+        assert self.notifier is not None
+        while not self._closing:
+            await asyncio.sleep(DELIVERY_EVERY)
+            try:
+                await self.notifier.deliver_due(self.budget)
+            except RedisError as e:
+                if self._closing:  # redis-py may turn our cancellation into an error
+                    return
+                log.warning(
+                    "deliveries paused", extra={"event": "delivery_error", "reason": str(e)}
+                )
+
     async def _drain_quietly(self) -> None:
         """Let writes already queued land before deciding what to release."""
         try:
@@ -197,7 +222,7 @@ class Sweep:
     async def _keep_leases(self) -> None:
         """Renew every held lease a few times per lease period, so healthy work is never stolen."""
         interval = self.store.lease_ms / 1000 / 3
-        while True:
+        while not self._closing:
             await asyncio.sleep(interval)
             held = list(self.held.values())
             if not held:
@@ -429,7 +454,10 @@ class Sweep:
         job.ended = True
         settle(job.result, 0, self.stamp())
         job.result.attempts = job.attempts.get("job", 0)
-        written = self.store.finish_nowait(job.job_id, job.result)
+        delivery = notify.payload(job.job_id, job.record, job.result)
+        written = self.store.finish_nowait(
+            job.job_id, job.result, delivery, int(time.time() * 1000)
+        )
         written.add_done_callback(lambda reply: self._ended(job, reply))
 
     def _ended(self, job: Job, reply: asyncio.Future[Any]) -> None:
@@ -483,6 +511,23 @@ class Sweep:
                 "lease lost to another sweep; dropping the job",
                 extra={"event": "lease_lost", "job_id": job.job_id},
             )
+
+
+async def _stop_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel and wait, but never hang on a task that will not stop."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    done, stuck = await asyncio.wait(tasks, timeout=STOP_WAIT)
+    for task in done:
+        if not task.cancelled():
+            task.exception()  # retrieved: workers log their own errors
+    for task in stuck:
+        log.error(
+            "a task did not stop; leaving it",
+            extra={"event": "task_stuck", "reason": repr(task.get_coro())},
+        )
 
 
 def _final_result(result_json: str | None) -> ResultRecord | None:

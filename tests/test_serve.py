@@ -65,7 +65,8 @@ def test_serve_sweeps_on_an_interval_exposes_metrics_and_stops_on_sigterm(
     )
     client.enqueue("b", [{"key": "k", "prompt": "second"}])  # picked up by a later sweep
     wait_for(lambda: r.scard("pending-image-jobs") == 0 and r.exists("image-results:b"))
-    wait_for(lambda: "sweeper_images_generated_total" in scrape(port))
+    # Gauges are refreshed after each sweep ends: wait for one that saw the empty set.
+    wait_for(lambda: "sweeper_jobs_pending 0.0" in scrape(port) and " 3.0" in scrape(port))
     metrics = scrape(port)
     assert 'sweeper_images_generated_total{model="gemini-3.1-flash-image"} 3.0' in metrics
     assert "sweeper_sweep_duration_seconds_count" in metrics

@@ -14,14 +14,26 @@ class Request:
     method: str
     path: str
     body: bytes
+    headers: dict[str, str]
 
 
 class Receiver:
-    """Answers ``status`` after ``delay`` seconds; ``requests`` lists what arrived."""
+    """Answers ``status`` with ``body`` after ``delay`` seconds (500 for the first
+    ``fail_first`` requests); ``requests`` lists what arrived."""
 
-    def __init__(self, status: int = 200, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        status: int = 200,
+        delay: float = 0.0,
+        body: bytes = b"ok",
+        fail_first: int = 0,
+        fail_requests: frozenset[int] = frozenset(),
+    ) -> None:
         self.status = status
         self.delay = delay
+        self.body = body
+        self.fail_first = fail_first
+        self.fail_requests = fail_requests  # 1-based numbers of requests to answer 500
         self.requests: list[Request] = []
         receiver = self
 
@@ -29,12 +41,16 @@ class Receiver:
             def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
-                receiver.requests.append(Request(self.command, self.path, body))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                receiver.requests.append(Request(self.command, self.path, body, headers))
                 time.sleep(receiver.delay)
-                self.send_response(receiver.status)
-                self.send_header("content-length", "2")
+                number = len(receiver.requests)
+                failing = number <= receiver.fail_first or number in receiver.fail_requests
+                self.send_response(500 if failing else receiver.status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(receiver.body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(receiver.body)
 
             do_GET = do_POST = do_PUT = _answer
 
