@@ -73,7 +73,7 @@ class Drawer:
         request = ImageRequest(
             job_id=job.job_id,
             key=slot.key,
-            index=slot.index,
+            index=slot.variation,
             prompt=spec.prompt,
             model=spec.model or self.default_model,
             aspect_ratio=spec.aspect_ratio,
@@ -84,7 +84,7 @@ class Drawer:
             input_url=spec.input_image.url if spec.input_image else None,
         )
         started = time.monotonic()
-        fields = {"job_id": job.job_id, "image_key": slot.key, "variation": slot.index}
+        fields = {"job_id": job.job_id, "image_key": slot.key, "variation": slot.variation}
         if job.attempts.get("job", 1) > 1 and await self._adopt(job, slot, request.model):
             return True  # an earlier sweep stored it and died before recording it
         try:
@@ -130,7 +130,7 @@ class Drawer:
             return True
         try:
             url = await self.storage.put(
-                object_name(job.job_id, slot.key, slot.index, info), image.data, info.mime_type
+                object_name(job.job_id, slot.key, slot.variation, info), image.data, info.mime_type
             )
         except StorageError as e:
             log.error(
@@ -139,7 +139,7 @@ class Drawer:
             )
             self.summary.errors.append(f"{job.job_id}/{slot.counter}: storage")
             return False
-        add_image(job.result, slot, _stored(url, info, image.model, self.stamp(), slot.index))
+        add_image(job.result, slot, _stored(url, info, image.model, self.stamp(), slot.variation))
         self.summary.images_stored += 1
         self.metrics.child(self.metrics.images_generated, image.model).inc()
         if log.isEnabledFor(logging.INFO):  # skip building the event when nobody reads it
@@ -157,7 +157,7 @@ class Drawer:
 
     async def _adopt(self, job: Job, slot: Slot, model: str) -> bool:
         """Record bytes a crashed sweep stored but never wrote into the result."""
-        found = await self.storage.find(job.job_id, slot.key, slot.index)
+        found = await self.storage.find(job.job_id, slot.key, slot.variation)
         if found is None:
             return False
         url, data = found
@@ -165,7 +165,7 @@ class Drawer:
             info = inspect_image(data)
         except ValueError:
             return False
-        add_image(job.result, slot, _stored(url, info, model, self.stamp(), slot.index))
+        add_image(job.result, slot, _stored(url, info, model, self.stamp(), slot.variation))
         self.summary.images_adopted += 1
         self.metrics.child(self.metrics.images_generated, model).inc()
         log.info(
@@ -174,7 +174,7 @@ class Drawer:
                 "event": "image_adopted",
                 "job_id": job.job_id,
                 "image_key": slot.key,
-                "variation": slot.index,
+                "variation": slot.variation,
                 "url": url,
             },
         )

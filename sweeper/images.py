@@ -17,7 +17,7 @@ _MIME_BY_FORMAT = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per image, and frozen init is slow
 class ImageInfo:
     """Facts about image bytes that go into the result record."""
 

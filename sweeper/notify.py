@@ -86,7 +86,8 @@ class Notifier:
     async def deliver_due(self, budget: Budget) -> int:
         """Deliver everything due now (as budget allows); returns how many were handled."""
         handled = 0
-        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
+        http: httpx.AsyncClient | None = None  # made only when something is due: it costs ~25 ms
+        try:
             while budget.working_remaining() > HTTP_TIMEOUT:
                 now = int(time.time() * 1000)
                 ids = await self._take(
@@ -95,8 +96,12 @@ class Notifier:
                 )
                 if not ids:
                     break
+                http = http or httpx.AsyncClient(timeout=HTTP_TIMEOUT)
                 await asyncio.gather(*(self._one(http, str(i)) for i in ids))
                 handled += len(ids)
+        finally:
+            if http is not None:
+                await http.aclose()
         return handled
 
     async def _one(self, http: httpx.AsyncClient, job_id: str) -> None:

@@ -330,15 +330,16 @@ class Sweep:
                 self._end(job)
                 continue
             self.summary.images_planned += len(job.left)
-            log.debug(
-                "job claimed",
-                extra={
-                    "event": "job_claimed",
-                    "job_id": job.job_id,
-                    "images_left": len(job.left),
-                    "attempt": job.attempts.get("job", 1),
-                },
-            )
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "job claimed",
+                    extra={
+                        "event": "job_claimed",
+                        "job_id": job.job_id,
+                        "images_left": len(job.left),
+                        "attempt": job.attempts.get("job", 1),
+                    },
+                )
             for slot in list(job.left):
                 self._queue.put_nowait((job, slot))
 

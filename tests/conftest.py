@@ -130,6 +130,25 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+SPAWNED: list[subprocess.Popen[Any]] = []
+
+
+def track(proc: subprocess.Popen[Any]) -> subprocess.Popen[Any]:
+    """Register a child process so it is killed if the test fails before it ends."""
+    SPAWNED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def kill_leftover_processes() -> Iterator[None]:
+    yield
+    while SPAWNED:
+        proc = SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
 @pytest.fixture(autouse=True)
 def clean_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No SWEEPER_*/API key from the developer's shell; run in an empty directory."""

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from enqueue_client import EnqueueClient, ResultRecord
-from tests.conftest import cli_env, run_cli, sweeper_env
+from tests.conftest import cli_env, run_cli, sweeper_env, track
 from tests.fakes.gemini import FakeGemini
 
 SECRET_KEY = "AIzaTESTKEY-not-real-0123456789abcdef"
@@ -181,13 +181,15 @@ def test_two_sweep_processes_never_draw_the_same_image(
         )
     env = env_for(redis_url, fake_gemini, tmp_path)
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "sweeper", "--once", "--json"],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+        track(
+            subprocess.Popen(
+                [sys.executable, "-m", "sweeper", "--once", "--json"],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
         )
         for _ in range(2)
     ]

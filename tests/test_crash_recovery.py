@@ -23,7 +23,7 @@ from enqueue_client import EnqueueClient, ResultRecord
 from enqueue_client.keys import Keys
 from sweeper.jobstore import JobStore
 from sweeper.settings import Settings
-from tests.conftest import sweep_once, sweeper_env
+from tests.conftest import sweep_once, sweeper_env, track
 from tests.fakes.gemini import FakeGemini
 
 MakeSettings = Callable[..., Settings]
@@ -39,13 +39,15 @@ def env_for(redis_url: str, fake: FakeGemini, tmp_path: Path, **extra: str) -> d
 
 
 def start_sweep(env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sweeper", "--once", "--json"],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return track(
+        subprocess.Popen(
+            [sys.executable, "-m", "sweeper", "--once", "--json"],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     )
 
 

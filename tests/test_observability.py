@@ -21,7 +21,7 @@ from enqueue_client import EnqueueClient
 from sweeper import heartbeat
 from sweeper.metrics import reason_label
 from sweeper.settings import Settings
-from tests.conftest import cli_env, run_cli, sweep_once, sweeper_env
+from tests.conftest import cli_env, run_cli, sweep_once, sweeper_env, track
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.receiver import Receiver
 
@@ -68,13 +68,15 @@ def test_once_pushes_to_a_pushgateway_also_after_sigterm(
     client.enqueue("stuck", [{"key": "k", "prompt": "stuck [hang]"}])
     with Receiver() as gateway:
         env = env_for(redis_url, fake_gemini, tmp_path, SWEEPER_METRICS_PUSHGATEWAY=gateway.url)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sweeper", "--once"],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        proc = track(
+            subprocess.Popen(
+                [sys.executable, "-m", "sweeper", "--once"],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         )
         deadline = time.monotonic() + 15
         while not fake_gemini.calls_for("stuck"):
@@ -134,13 +136,15 @@ def test_progress_bar_in_a_terminal(
         redis_url, fake_gemini, tmp_path, SWEEPER_CONCURRENCY="2", COLUMNS="120", TERM="xterm"
     )
     leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sweeper", "--once"],
-        env=env,
-        cwd=tmp_path,
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
+    proc = track(
+        subprocess.Popen(
+            [sys.executable, "-m", "sweeper", "--once"],
+            env=env,
+            cwd=tmp_path,
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+        )
     )
     os.close(follower)
     screen = b""

@@ -16,18 +16,20 @@ import redis
 from enqueue_client import EnqueueClient
 from sweeper.errors import ConfigError
 from sweeper.scheduler import parse_every
-from tests.conftest import free_port, sweeper_env
+from tests.conftest import free_port, sweeper_env, track
 from tests.fakes.gemini import FakeGemini
 
 
 def start_serve(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sweeper", "serve", *args],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return track(
+        subprocess.Popen(
+            [sys.executable, "-m", "sweeper", "serve", *args],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     )
 
 
@@ -169,13 +171,15 @@ def test_once_processes_and_serve_together_draw_each_slot_exactly_once(
     env = env_for(redis_url, fake_gemini, tmp_path, SWEEPER_CONCURRENCY="3")
     serve = start_serve(env, tmp_path, "--every", "0.3s")
     onces = [
-        subprocess.Popen(
-            [sys.executable, "-m", "sweeper", "--once", "--json"],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+        track(
+            subprocess.Popen(
+                [sys.executable, "-m", "sweeper", "--once", "--json"],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
         )
         for _ in range(3)
     ]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per call, and frozen init is slow
 class ImageRequest:
     """One paid call: variation ``index`` of image slot ``key`` of job ``job_id``."""
 
@@ -21,7 +21,7 @@ class ImageRequest:
     input_url: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GeneratedImage:
     """Image bytes as the API returned them, and the model that drew them."""
 
