@@ -8,7 +8,6 @@ the caller's lease token inside Lua (see :mod:`sweeper.scripts`).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,8 @@ from .batcher import ScriptBatcher
 INLINE_RECORD_LIMIT = 256 * 1024
 
 MISSING, RECORD, LARGE, WRONG_TYPE = 0, 1, 2, 3
+# Records up to this size are decoded in Lua for their timestamp (status, gauges).
+DECODE_LIMIT = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -60,6 +61,7 @@ class JobStore:
         self.reads = 0  # round trips outside the batcher (scan, peek, claim, cursor)
         self._peek = redis.register_script(scripts.PEEK_RECORDS)
         self._claim = redis.register_script(scripts.CLAIM)
+        self._oldest = redis.register_script(scripts.OLDEST)
 
     async def load_scripts(self) -> None:
         """Register the write scripts once per sweep (one round trip)."""
@@ -111,20 +113,10 @@ class JobStore:
         _, ids = await self.scan(0, sample)
         if not ids:
             return pending, None
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids[:sample]:
-                pipe.get(self.keys.record(job_id))
-            pipe.hmget(self.keys.first_seen, ids[:sample])
-            replies = await pipe.execute(raise_on_error=False)
-        seen = replies[-1] if isinstance(replies[-1], list) else []
-        oldest: int | None = None
-        for i, raw in enumerate(replies[:-1]):
-            stamp = record_timestamp(raw)
-            if stamp is None and i < len(seen):
-                stamp = _int(seen[i]) or None
-            if stamp is not None:
-                oldest = stamp if oldest is None else min(oldest, stamp)
-        return pending, oldest
+        ids = ids[:sample]
+        keys = [self.keys.first_seen, *(self.keys.record(i) for i in ids)]
+        oldest = await self._oldest(keys=keys, args=[DECODE_LIMIT, *ids])
+        return pending, int(float(oldest)) if oldest else None
 
     # -- claiming -------------------------------------------------------------
 
@@ -215,17 +207,6 @@ class JobStore:
         keys = [self.keys.lease(job_id), self.keys.attempts(job_id)]
         reply = await self.batcher.run(scripts.BATCHED_COUNT_ATTEMPT, keys, [self.token, counter])
         return int(reply)
-
-
-def record_timestamp(raw: Any) -> int | None:
-    """``timestamp`` of a record's JSON, if it has a whole-number one."""
-    if not isinstance(raw, str) or len(raw) > INLINE_RECORD_LIMIT:
-        return None
-    try:
-        value = json.loads(raw).get("timestamp")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) else None
 
 
 def _int(value: Any) -> int:

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from enqueue_client import EnqueueClient, ResultRecord
 from enqueue_client.keys import Keys
 
-from .jobstore import record_timestamp
+from . import scripts
+from .jobstore import DECODE_LIMIT
 
 SAMPLE_LIMIT = 10_000
 
@@ -42,26 +43,28 @@ def status(client: redis.Redis, keys: Keys, now_ms: int | None = None) -> dict[s
 
 
 def _oldest_pending(client: redis.Redis, keys: Keys, now_ms: int) -> tuple[int | None, int]:
-    """Oldest enqueue time among up to SAMPLE_LIMIT pending ids (a huge set is sampled)."""
-    ids = []
+    """Oldest enqueue time among up to SAMPLE_LIMIT pending ids (a huge set is sampled).
+
+    Computed in Lua next to the records, so large records never cross the wire.
+    """
+    ids: list[str] = []
     for job_id in client.sscan_iter(keys.pending_set, count=1000):
-        ids.append(job_id)
+        ids.append(str(job_id))
         if len(ids) >= SAMPLE_LIMIT:
             break
     if not ids:
         return None, 0
-    pipe = client.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.get(keys.record(job_id))
-        pipe.hget(keys.first_seen, job_id)
-    replies = pipe.execute(raise_on_error=False)
-    times = []
-    for raw, seen in zip(replies[::2], replies[1::2], strict=True):
-        stamp = record_timestamp(raw) or (
-            int(seen) if isinstance(seen, str) and seen.isdigit() else None
+    oldest_script = client.register_script(scripts.OLDEST)
+    oldest = None
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        found = oldest_script(
+            keys=[keys.first_seen, *(keys.record(i) for i in chunk)], args=[DECODE_LIMIT, *chunk]
         )
-        times.append(stamp if stamp is not None else now_ms)
-    return min(times), len(ids)
+        if found:
+            value = int(float(found))
+            oldest = value if oldest is None else min(oldest, value)
+    return (oldest if oldest is not None else now_ms), len(ids)
 
 
 def inspect(client: redis.Redis, keys: Keys, job_id: str) -> dict[str, Any]:

@@ -96,6 +96,30 @@ for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
 return ids
 """
 
+# The oldest enqueue time among some pending ids, computed where the records
+# are: a record's "timestamp" when it is small enough to decode, else when a
+# sweep first saw the id. Nothing large ever crosses the wire.
+# KEYS: first_seen_hash, record_1 .. record_n
+# ARGV: max_record_bytes_to_decode, id_1 .. id_n
+# Returns the oldest time in ms, or false when none is known.
+OLDEST = """
+local oldest = false
+for i = 2, #KEYS do
+  local stamp = nil
+  if redis.call('TYPE', KEYS[i]).ok == 'string'
+      and redis.call('STRLEN', KEYS[i]) <= tonumber(ARGV[1]) then
+    local ok, record = pcall(cjson.decode, redis.call('GET', KEYS[i]))
+    if ok and type(record) == 'table' and type(record['timestamp']) == 'number' then
+      stamp = record['timestamp']
+    end
+  end
+  if stamp == nil then stamp = tonumber(redis.call('HGET', KEYS[1], ARGV[i])) end
+  if stamp ~= nil and (oldest == false or stamp < oldest) then oldest = stamp end
+end
+if oldest == false then return false end
+return tostring(oldest)
+"""
+
 # Extend the lease of a job still being worked on.
 # KEYS: lease
 # ARGV: token, lease_ms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -126,3 +127,20 @@ def test_enqueue_from_the_shell(redis_url: str, r: redis.Redis, tmp_path: Path) 
     assert r.smembers("pending-image-jobs") == {"shell-1", "file-1"}
     bad = run_cli("enqueue", "--id", "bad id", "--prompt", "x", env=env(redis_url), cwd=tmp_path)
     assert bad.returncode == 2 and "job id" in bad.stderr
+
+
+def test_status_never_pulls_large_records(r: redis.Redis, redis_url: str) -> None:
+    from enqueue_client.keys import Keys
+    from sweeper import operations
+
+    now = int(time.time() * 1000)
+    big = {
+        "timestamp": now - 3_600_000,
+        "images": [{"key": "k", "prompt": "p"}],
+        "pad": "x" * 200_000,
+    }
+    r.set("pending-images:big", json.dumps(big))
+    r.sadd("pending-image-jobs", "big")
+    r.hset("sweeper:first-seen", "big", now - 60_000)  # when a sweep first saw it
+    data = operations.status(r, Keys(), now_ms=now)
+    assert data["oldest_pending_age_seconds"] == 60.0  # from first-seen: the record was not decoded
