@@ -173,7 +173,7 @@ def test_debug_output_never_contains_secrets(
 def test_two_sweep_processes_never_draw_the_same_image(
     redis_url: str, r: redis.Redis, fake_gemini: FakeGemini, tmp_path: Path
 ) -> None:
-    fake_gemini.latency = 0.1  # long enough that the two runs overlap
+    fake_gemini.latency = 0.2  # long enough that the two runs overlap, even on a busy machine
     client = EnqueueClient.from_url(redis_url)
     for n in range(24):
         client.enqueue(

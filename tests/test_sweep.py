@@ -123,7 +123,7 @@ def test_order_is_priority_then_newest(
 def test_two_concurrent_sweeps_generate_each_image_once(
     make_settings: MakeSettings, redis_url: str, r: redis.Redis, fake_gemini: FakeGemini
 ) -> None:
-    fake_gemini.latency = 0.02
+    fake_gemini.latency = 0.05
     for n in range(30):
         enqueue(
             redis_url,
