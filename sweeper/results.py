@@ -140,3 +140,14 @@ def quarantined(job_id: str, reason: str, now: datetime | str | None = None) -> 
 def printable_id(job_id: str) -> str:
     """The id as JSON can carry it: bytes that are not UTF-8 shown as ``\\xff``."""
     return job_id.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def final_result(result_json: str | None) -> ResultRecord | None:
+    """The stored result if it is readable and final, else None."""
+    if not result_json:
+        return None
+    try:
+        result = ResultRecord.model_validate_json(result_json)
+    except ValueError:
+        return None
+    return result if result.is_final else None

@@ -1,8 +1,7 @@
 """One sweep: select -> claim -> generate -> store -> finish, inside a hard budget.
 
-A feeder reads the pending set a window at a time (SSCAN, never SMEMBERS),
-orders each window by priority then newest timestamp, and claims jobs in
-small batches just ahead of the workers. ``concurrency`` workers draw image
+A feeder takes windows of the pending set in order (:mod:`sweeper.selection`)
+and claims jobs in batches just ahead of the workers. ``concurrency`` workers draw image
 slots; each stored image is recorded at once (fenced by the lease), so a later
 sweep resumes without paying for it again. When the budget runs out, calls in
 flight are cancelled, unfinished jobs are released, and the sweep returns.
@@ -14,23 +13,24 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from enqueue_client.records import ImageFailure, ResultRecord, utc_iso
+from enqueue_client.records import ImageFailure, utc_iso
 
 from . import notify
 from .budget import Budget
 from .drawing import Drawer
 from .generators.base import Generator
-from .jobs import Candidate, Job, candidate_from, fill_fetched, order
+from .jobs import Candidate, Job, fill_fetched
 from .jobstore import Claimed, JobStore
 from .metrics import Metrics, reason_label
-from .results import Slot, quarantined, resume, settle
+from .results import Slot, final_result, quarantined, resume, settle
 from .retry import RetryPolicy
+from .selection import windows
 from .storage import Storage
 from .summary import SweepSummary
 
@@ -247,7 +247,7 @@ class Sweep:
         Claiming more would hold leases on jobs this sweep cannot start soon,
         starving a concurrent sweep that could.
         """
-        async for window in self._windows():
+        async for window in windows(self.store, self.window):
             i = 0
             while i < len(window):
                 if self._queue.qsize() > self._low:
@@ -265,47 +265,6 @@ class Sweep:
             return False
         room = self.budget.working_remaining() - timer.estimate
         return room > 0 and room > gate.delay()
-
-    async def _windows(self) -> AsyncIterator[list[Candidate]]:
-        """Windows of the pending set, each ordered by priority then newest timestamp.
-
-        The next window is read while this one is claimed, so workers never wait
-        on a scan; the cursor is saved only once a window has been gone through,
-        so a sweep that stops early does not make the next one skip jobs.
-        """
-        reader = self._read_windows()
-        ahead: asyncio.Future[tuple[list[Candidate], int] | None] = asyncio.ensure_future(
-            anext(reader, None)
-        )
-        try:
-            while (item := await ahead) is not None:
-                window, cursor = item
-                ahead = asyncio.ensure_future(anext(reader, None))
-                yield window
-                await self.store.save_cursor(cursor)
-        finally:
-            ahead.cancel()
-            await asyncio.gather(ahead, return_exceptions=True)
-            await reader.aclose()
-
-    async def _read_windows(self) -> AsyncGenerator[tuple[list[Candidate], int], None]:
-        cursor = start = await self.store.load_cursor()
-        wrapped = False
-        seen: set[str] = set()
-        while True:
-            ids: list[str] = []
-            while len(ids) < self.window:
-                cursor, found = await self.store.scan(cursor, self.window)
-                ids.extend(i for i in found if i not in seen)
-                seen.update(found)
-                if cursor == 0:
-                    break
-            if ids:
-                yield order([candidate_from(p) for p in await self.store.peek(ids)]), cursor
-            if cursor == 0:
-                if start == 0 or wrapped:
-                    return
-                wrapped = True  # began mid-set: go round once more from the start
 
     async def _claim(self, batch: list[Candidate]) -> None:
         fetch = {c.job_id for c in batch if c.needs_fetch}
@@ -381,7 +340,7 @@ class Sweep:
             self.summary.errors.append("finish")
 
     async def _quarantine(self, job_id: str, reason: str, result_json: str | None = None) -> None:
-        ended = _final_result(result_json) if reason.startswith("record is missing") else None
+        ended = final_result(result_json) if reason.startswith("record is missing") else None
         if ended is not None:
             # The job ended and its record went with it; the id came back on its
             # own (a producer's retry, a hand-made SADD). Keep the result.
@@ -529,16 +488,6 @@ async def _stop_all(tasks: list[asyncio.Task[Any]]) -> None:
             "a task did not stop; leaving it",
             extra={"event": "task_stuck", "reason": repr(task.get_coro())},
         )
-
-
-def _final_result(result_json: str | None) -> ResultRecord | None:
-    if not result_json:
-        return None
-    try:
-        result = ResultRecord.model_validate_json(result_json)
-    except ValueError:
-        return None
-    return result if result.is_final else None
 
 
 def new_token() -> str:

@@ -16,7 +16,7 @@ from enqueue_client import EnqueueClient, ResultRecord
 from tests.conftest import cli_env, run_cli, sweeper_env, track
 from tests.fakes.gemini import FakeGemini
 
-SECRET_KEY = "AIzaTESTKEY-not-real-0123456789abcdef"
+SECRET_KEY = "test-gemini-key-not-real-0123456789abcdef"
 
 
 def env_for(redis_url: str, fake: FakeGemini, tmp_path: Path, **extra: str) -> dict[str, str]:
