@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_overhead import start_redis
 
 from enqueue_client import EnqueueClient
-from tests.fakes.gemini import FakeGemini
+from sweeper.testing.gemini import FakeGemini
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from enqueue_client import EnqueueClient, ResultRecord
+from sweeper.testing.gemini import FakeGemini
 from tests.conftest import cli_env, run_cli, sweeper_env, track
-from tests.fakes.gemini import FakeGemini
 
 SECRET_KEY = "test-gemini-key-not-real-0123456789abcdef"
 

@@ -191,8 +191,9 @@ def test_importing_the_client_pulls_in_no_sweeper_machinery() -> None:
 def test_exported_members() -> None:
     import enqueue_client
     import sweeper
+    import sweeper.testing
 
-    for package in (enqueue_client, sweeper):
+    for package in (enqueue_client, sweeper, sweeper.testing):
         assert sorted(package.__all__) == package.__all__
         for name in package.__all__:
             assert getattr(package, name) is not None

@@ -22,7 +22,7 @@ from google import genai
 from google.genai import errors, types
 from PIL import Image
 
-from tests.fakes.gemini import (
+from sweeper.testing.gemini import (
     PER_DAY_QUOTA,
     PER_MINUTE_QUOTA,
     Behavior,

@@ -20,8 +20,8 @@ from sweeper.budget import Budget
 from sweeper.logs import setup_logging
 from sweeper.notify import Notifier
 from sweeper.settings import Settings
+from sweeper.testing.gemini import FakeGemini
 from tests.conftest import sweep_once
-from tests.fakes.gemini import FakeGemini
 from tests.fakes.receiver import Receiver
 
 MakeSettings = Callable[..., Settings]

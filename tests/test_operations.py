@@ -11,8 +11,8 @@ import redis
 
 from enqueue_client import EnqueueClient, ResultRecord
 from sweeper.settings import Settings
+from sweeper.testing.gemini import FakeGemini
 from tests.conftest import cli_env, run_cli, sweep_once
-from tests.fakes.gemini import FakeGemini
 
 MakeSettings = Callable[..., Settings]
 

@@ -12,8 +12,8 @@ import redis
 from enqueue_client import EnqueueClient, ResultRecord
 from enqueue_client.records import MAX_RECORD_BYTES
 from sweeper.settings import Settings
+from sweeper.testing.gemini import FakeGemini
 from tests.conftest import sweep_once
-from tests.fakes.gemini import FakeGemini
 
 MakeSettings = Callable[..., Settings]
 GOOD = {"key": "k", "prompt": "a good job"}

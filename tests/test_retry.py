@@ -22,8 +22,8 @@ from sweeper.retry import (
     parse_retry_delay,
 )
 from sweeper.settings import Settings
+from sweeper.testing.gemini import FakeGemini, Hang
 from tests.conftest import sweep_once
-from tests.fakes.gemini import FakeGemini, Hang
 
 MakeSettings = Callable[..., Settings]
 

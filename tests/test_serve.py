@@ -16,8 +16,8 @@ import redis
 from enqueue_client import EnqueueClient
 from sweeper.errors import ConfigError
 from sweeper.scheduler import parse_every
+from sweeper.testing.gemini import FakeGemini
 from tests.conftest import free_port, sweeper_env, track
-from tests.fakes.gemini import FakeGemini
 
 
 def start_serve(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen[str]:

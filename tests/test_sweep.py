@@ -18,8 +18,8 @@ from PIL import Image
 from enqueue_client import EnqueueClient, ResultRecord
 from sweeper.budget import Budget
 from sweeper.settings import Settings
+from sweeper.testing.gemini import FakeGemini, Hang
 from tests.conftest import sweep_once
-from tests.fakes.gemini import FakeGemini, Hang
 
 MakeSettings = Callable[..., Settings]
 

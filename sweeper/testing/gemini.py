@@ -231,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, decide: Callable[[], _Reply | None]) -> None:
         try:
             reply = decide()
-        except Exception as exc:  # a fake bug must reach the test as an HTTP error
+        except Exception as exc:  # noqa: BLE001 - a fake bug must reach the test as an HTTP error
             reply = _error_reply(error_for(500, f"fake Gemini crashed: {exc!r}"))
         if reply is None:  # Drop, stop(), or the client left: no response at all
             self.close_connection = True
