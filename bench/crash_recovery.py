@@ -11,7 +11,6 @@ calls made versus images delivered and the time until everything completed.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -20,14 +19,10 @@ import time
 from pathlib import Path
 
 import redis
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from sweep_overhead import start_redis
+from harness import start_redis, sweeper_env
 
 from enqueue_client import EnqueueClient, ResultRecord
-from sweeper.testing.gemini import FakeGemini
+from sweeper.testing import FakeGemini
 
 
 def main() -> None:
@@ -50,16 +45,13 @@ def main() -> None:
                     job_id,
                     [{"key": "a", "prompt": f"{job_id} a"}, {"key": "b", "prompt": f"{job_id} b"}],
                 )
-            env = {k: v for k, v in os.environ.items() if not k.startswith("SWEEPER_")}
-            env |= {
-                "SWEEPER_REDIS_URL": url,
-                "GEMINI_API_KEY": "bench-key",
-                "SWEEPER_GEMINI_BASE_URL": fake.base_url,
-                "SWEEPER_CONCURRENCY": str(args.concurrency),
-                "SWEEPER_LEASE_SECONDS": str(args.lease),
-                "SWEEPER_STORAGE_URL": f"file://{tmp}/images",
-                "SWEEPER_LOG_LEVEL": "WARNING",
-            }
+            env = sweeper_env(
+                url,
+                fake.base_url,
+                tmp,
+                SWEEPER_CONCURRENCY=str(args.concurrency),
+                SWEEPER_LEASE_SECONDS=str(args.lease),
+            )
             command = [sys.executable, "-m", "sweeper", "--once"]
             started = time.monotonic()
             victim = subprocess.Popen(

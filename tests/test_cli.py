@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from enqueue_client import EnqueueClient, ResultRecord
-from sweeper.testing.gemini import FakeGemini
+from sweeper.testing import FakeGemini
 from tests.conftest import cli_env, run_cli, sweeper_env, track
 
 SECRET_KEY = "test-gemini-key-not-real-0123456789abcdef"

@@ -23,7 +23,7 @@ from enqueue_client import EnqueueClient, ResultRecord
 from enqueue_client.keys import Keys
 from sweeper.jobstore import JobStore
 from sweeper.settings import Settings
-from sweeper.testing.gemini import FakeGemini
+from sweeper.testing import FakeGemini
 from tests.conftest import sweep_once, sweeper_env, track
 
 MakeSettings = Callable[..., Settings]
@@ -282,7 +282,7 @@ def test_signals_stop_cleanly_and_release_unstarted_work(
 def test_quota_storm_pauses_every_call_and_daily_quota_defers_everything(
     make_settings: MakeSettings, redis_url: str, r: redis.Redis, fake_gemini: FakeGemini
 ) -> None:
-    from sweeper.testing.gemini import error_for
+    from sweeper.testing import error_for
 
     client = EnqueueClient.from_url(redis_url)
     for n in range(6):

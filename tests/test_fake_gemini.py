@@ -22,7 +22,7 @@ from google import genai
 from google.genai import errors, types
 from PIL import Image
 
-from sweeper.testing.gemini import (
+from sweeper.testing import (
     PER_DAY_QUOTA,
     PER_MINUTE_QUOTA,
     Behavior,

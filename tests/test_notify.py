@@ -20,7 +20,7 @@ from sweeper.budget import Budget
 from sweeper.logs import setup_logging
 from sweeper.notify import Notifier
 from sweeper.settings import Settings
-from sweeper.testing.gemini import FakeGemini
+from sweeper.testing import FakeGemini
 from tests.conftest import sweep_once
 from tests.fakes.receiver import Receiver
 

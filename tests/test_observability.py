@@ -21,7 +21,7 @@ from enqueue_client import EnqueueClient
 from sweeper import heartbeat
 from sweeper.metrics import reason_label
 from sweeper.settings import Settings
-from sweeper.testing.gemini import FakeGemini
+from sweeper.testing import FakeGemini
 from tests.conftest import cli_env, run_cli, sweep_once, sweeper_env, track
 from tests.fakes.receiver import Receiver
 

@@ -11,7 +11,7 @@ import redis
 
 from enqueue_client import EnqueueClient, ResultRecord
 from sweeper.settings import Settings
-from sweeper.testing.gemini import FakeGemini
+from sweeper.testing import FakeGemini
 from tests.conftest import cli_env, run_cli, sweep_once
 
 MakeSettings = Callable[..., Settings]

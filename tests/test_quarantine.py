@@ -12,7 +12,7 @@ import redis
 from enqueue_client import EnqueueClient, ResultRecord
 from enqueue_client.records import MAX_RECORD_BYTES
 from sweeper.settings import Settings
-from sweeper.testing.gemini import FakeGemini
+from sweeper.testing import FakeGemini
 from tests.conftest import sweep_once
 
 MakeSettings = Callable[..., Settings]

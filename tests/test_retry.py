@@ -22,7 +22,7 @@ from sweeper.retry import (
     parse_retry_delay,
 )
 from sweeper.settings import Settings
-from sweeper.testing.gemini import FakeGemini, Hang
+from sweeper.testing import FakeGemini, Hang
 from tests.conftest import sweep_once
 
 MakeSettings = Callable[..., Settings]

@@ -16,7 +16,7 @@ import redis
 from enqueue_client import EnqueueClient
 from sweeper.errors import ConfigError
 from sweeper.scheduler import parse_every
-from sweeper.testing.gemini import FakeGemini
+from sweeper.testing import FakeGemini
 from tests.conftest import free_port, sweeper_env, track
 
 

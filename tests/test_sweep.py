@@ -18,7 +18,7 @@ from PIL import Image
 from enqueue_client import EnqueueClient, ResultRecord
 from sweeper.budget import Budget
 from sweeper.settings import Settings
-from sweeper.testing.gemini import FakeGemini, Hang
+from sweeper.testing import FakeGemini, Hang
 from tests.conftest import sweep_once
 
 MakeSettings = Callable[..., Settings]

@@ -17,6 +17,12 @@ Prompts can carry markers too (``[err:503x2]``, ``[block:SAFETY]``, ``[hang]``,
 
 from .gemini import FakeGemini
 from .gemini_behaviors import (
+    BAD_KEY,
+    DEFAULT_MODELS,
+    GRPC_STATUS,
+    PER_DAY_QUOTA,
+    PER_MINUTE_QUOTA,
+    Behavior,
     Blocked,
     Call,
     Drop,
@@ -31,6 +37,12 @@ from .gemini_behaviors import (
 )
 
 __all__ = [
+    "BAD_KEY",
+    "DEFAULT_MODELS",
+    "GRPC_STATUS",
+    "PER_DAY_QUOTA",
+    "PER_MINUTE_QUOTA",
+    "Behavior",
     "Blocked",
     "Call",
     "Drop",

@@ -31,9 +31,6 @@ from PIL import Image, ImageDraw
 from .gemini_behaviors import (
     BAD_KEY,
     DEFAULT_MODELS,
-    GRPC_STATUS,
-    PER_DAY_QUOTA,
-    PER_MINUTE_QUOTA,
     Behavior,
     Blocked,
     Call,
@@ -47,27 +44,6 @@ from .gemini_behaviors import (
     error_for,
     parse_marker,
 )
-
-__all__ = [
-    "BAD_KEY",
-    "DEFAULT_MODELS",
-    "GRPC_STATUS",
-    "PER_DAY_QUOTA",
-    "PER_MINUTE_QUOTA",
-    "Behavior",
-    "Blocked",
-    "Call",
-    "Drop",
-    "Error",
-    "FakeGemini",
-    "Finish",
-    "Garbage",
-    "Hang",
-    "Ok",
-    "TextOnly",
-    "error_for",
-    "parse_marker",
-]
 
 _STEP = 0.02  # how often a sleeping answer checks for stop() or a departed client
 _LONG_SIDE = 64  # small images keep tests fast
